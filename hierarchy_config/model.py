@@ -1,0 +1,274 @@
+"""The validated, immutable shape of a node's configuration file (`node.toml`).
+
+Pydantic models with every check a centre needs before a node starts: the level, the parent, the
+children (recursively: a ministry lists its provinces and their cities, so it can verify every
+city's signatures), unique ids, well-formed keys and URLs. Paths are resolved against the file's
+folder by the loader. This module does not read files (see `hierarchy_config.loader`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from nacl.signing import VerifyKey
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from security.keys import PublicKeyFormatError, parse_public_key
+
+NODE_ID_RE = re.compile(r"^[0-9]{6}$")
+MINISTRY_ID = "100000"
+
+
+class Level(StrEnum):
+    CITY = "city"
+    PROVINCE = "province"
+    MINISTRY = "ministry"
+
+    @property
+    def child_level(self) -> Level | None:
+        return {Level.MINISTRY: Level.PROVINCE, Level.PROVINCE: Level.CITY}.get(self)
+
+
+class FieldProblem(ValueError):
+    """A check spanning several fields failed; `field` is the dotted path to blame.
+
+    Raised inside model validators, where pydantic reports no location of its own; the loader
+    puts `field` into the `ConfigError`.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_node_id(value: str) -> str:
+    if not NODE_ID_RE.match(value):
+        raise ValueError(
+            f"node id {value!r} must be a 6-digit GB/T 2260 code such as '330100' "
+            f"(the ministry uses '{MINISTRY_ID}')"
+        )
+    return value
+
+
+def _check_public_key(value: str) -> str:
+    try:
+        parse_public_key(value)
+    except PublicKeyFormatError as exc:
+        raise ValueError(f"{exc}; copy the key printed by 'lsnet keys generate'") from exc
+    return value
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"URL {value!r} must look like 'http://host:port' (http or https)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"URL {value!r} has an invalid port") from exc
+    return value.rstrip("/")
+
+
+class NodeSection(_Frozen):
+    id: str
+    name: str = ""
+    level: Level
+    listen: str = Field(description="host:port the node's HTTP server binds to")
+    public_url: str | None = None
+    database: str = Field(description="SQLAlchemy URL; relative sqlite paths are resolved")
+    key_file: Path
+
+    _id = field_validator("id")(_check_node_id)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        valid_port = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+        if not sep or not host or not valid_port:
+            raise ValueError(
+                f"listen address {value!r} must be 'host:port', e.g. '127.0.0.1:18400'"
+            )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"http://{self.listen}"
+
+
+class ParentConfig(_Frozen):
+    id: str
+    url: str
+    public_key: str
+
+    _id = field_validator("id")(_check_node_id)
+    _url = field_validator("url")(_check_url)
+    _pk = field_validator("public_key")(_check_public_key)
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return parse_public_key(self.public_key)
+
+
+class ChildConfig(_Frozen):
+    id: str
+    public_key: str
+    name: str = ""
+    children: tuple[ChildConfig, ...] = ()
+
+    _id = field_validator("id")(_check_node_id)
+    _pk = field_validator("public_key")(_check_public_key)
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return parse_public_key(self.public_key)
+
+    def walk(self) -> list[ChildConfig]:
+        """This child and everything below it."""
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+
+class LimitsConfig(_Frozen):
+    """Size limits, checked before any signature work."""
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_changes: int = Field(default=1000, ge=1, le=100_000)
+    max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_batches_per_transfer: int = Field(default=8, ge=1, le=1000)
+    max_ingest_records: int = Field(default=10_000, ge=1)
+
+
+class SyncConfig(_Frozen):
+    debounce_ms: int = Field(default=50, ge=0, le=10_000)
+    retry_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=120.0, gt=0, le=900)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SyncConfig:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise FieldProblem(
+                "backoff_initial_s", "backoff_initial_s must not exceed backoff_max_s"
+            )
+        return self
+
+
+class ApiConfig(_Frozen):
+    ingest_tokens: tuple[str, ...] = ()
+
+    @field_validator("ingest_tokens")
+    @classmethod
+    def _tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for token in value:
+            if len(token) < 16:
+                raise ValueError("each ingest token must be at least 16 characters long")
+        return value
+
+
+class NodeConfig(_Frozen):
+    node: NodeSection
+    parent: ParentConfig | None = None
+    children: tuple[ChildConfig, ...] = ()
+    limits: LimitsConfig = LimitsConfig()
+    sync: SyncConfig = SyncConfig()
+    api: ApiConfig = ApiConfig()
+
+    @model_validator(mode="after")
+    def _shape(self) -> NodeConfig:
+        level = self.node.level
+        if level is Level.MINISTRY and self.parent is not None:
+            raise FieldProblem(
+                "parent", "the ministry is the root of the tree and has no [parent]; remove it"
+            )
+        if level is not Level.MINISTRY and self.parent is None:
+            raise FieldProblem(
+                "parent", f"a {level.value} node needs a [parent] section (id, url, public_key)"
+            )
+        if level is Level.CITY and self.children:
+            raise FieldProblem(
+                "children", "a city has no children; remove the [[children]] entries"
+            )
+        if self.parent is not None and self.parent.id == self.node.id:
+            raise FieldProblem("parent.id", "a node cannot be its own parent")
+        _check_tree(level, self.children)
+        seen: dict[str, str] = {self.node.id: "node.id"}
+        if self.parent is not None:
+            seen[self.parent.id] = "parent.id"
+        for where, entry in _walk(self.children):
+            if entry.id in seen:
+                raise FieldProblem(
+                    f"{where}.id",
+                    f"duplicate node id {entry.id!r} (also at {seen[entry.id]}); list each once",
+                )
+            seen[entry.id] = f"{where}.id"
+        return self
+
+    # -- derived views -------------------------------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        return self.node.id
+
+    @property
+    def level(self) -> Level:
+        return self.node.level
+
+    def subtree_keys(self) -> dict[str, VerifyKey]:
+        """Every enrolled node below this one, by id, with its public key."""
+        return {c.id: c.verify_key for top in self.children for c in top.walk()}
+
+    def route_of(self, origin: str) -> str | None:
+        """The direct child whose subtree holds `origin`, or None if it is not below us."""
+        for top in self.children:
+            if any(c.id == origin for c in top.walk()):
+                return top.id
+        return None
+
+    def child_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.children)
+
+
+def _walk(
+    children: tuple[ChildConfig, ...], prefix: str = "children"
+) -> Iterator[tuple[str, ChildConfig]]:
+    """Every child below, depth first, with its position such as `children[0].children[1]`."""
+    for index, child in enumerate(children):
+        where = f"{prefix}[{index}]"
+        yield where, child
+        yield from _walk(child.children, f"{where}.children")
+
+
+def _check_tree(level: Level, children: tuple[ChildConfig, ...], prefix: str = "children") -> None:
+    child_level = level.child_level
+    for index, child in enumerate(children):
+        where = f"{prefix}[{index}]"
+        if child_level is None or (child_level is Level.CITY and child.children):
+            raise FieldProblem(
+                f"{where}.children", f"child {child.id!r}: a city has no children; remove them"
+            )
+        _check_tree(child_level, child.children, f"{where}.children")

@@ -1,0 +1,237 @@
+"""Composition root: builds a whole node from its configuration, with nothing global.
+
+`Node.open(config)` loads the key (refusing an unsafe key file), opens the database (refusing an
+old schema), and wires the stores, the receiver, the upstream queue, the scheduled jobs, the
+metrics registry and the HTTP app. Many nodes can run in one process (tests, `lsnet demo`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
+
+from hierarchy_config.model import NodeConfig
+from node.clock import Clock, SystemClock
+from node.db import Database
+from node.records import ValidRecord
+from node.scheduling import Jobs
+from node.store import IngestResult, NodeStore
+from security.keys import NodeKey, load_signing_key
+from sync.metrics import SyncMetrics
+from sync.receiver import PushReceiver
+from sync.sender import UpstreamQueue
+from sync.store import SyncStore
+from sync.transport import HttpTransport, Transport
+
+log = logging.getLogger("lsnet.node")
+
+SOFTWARE_VERSION = "0.1.0"
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    key: NodeKey
+    db: Database
+    clock: Clock
+    registry: CollectorRegistry
+    metrics: SyncMetrics
+    store: NodeStore
+    sync_store: SyncStore
+    receiver: PushReceiver
+    upstream: UpstreamQueue | None
+    transport: Transport
+    jobs: Jobs = field(default_factory=Jobs)
+    runner: web.AppRunner | None = None
+    started_monotonic: float = 0.0
+    _gauges: dict[str, Gauge] = field(default_factory=dict)
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        config: NodeConfig,
+        *,
+        clock: Clock | None = None,
+        transport: Transport | None = None,
+        key: NodeKey | None = None,
+    ) -> Node:
+        clock = clock or SystemClock()
+        key = key or load_signing_key(config.node.key_file)
+        db = Database(config.node.database)
+        registry = CollectorRegistry()
+        metrics = SyncMetrics(registry)
+        sync_store = SyncStore(db)
+        transport = transport or HttpTransport(timeout_s=config.sync.request_timeout_s)
+        upstream = None
+        if config.parent is not None:
+            upstream = UpstreamQueue(
+                node_id=config.node_id,
+                parent=config.parent,
+                key=key,
+                store=sync_store,
+                transport=transport,
+                clock=clock,
+                limits=config.limits,
+                settings=config.sync,
+                metrics=metrics,
+            )
+        node_ref: list[Node] = []
+
+        def on_applied() -> None:
+            if node_ref and node_ref[0].upstream is not None:
+                node_ref[0].upstream.poke()
+
+        receiver = PushReceiver(
+            config=config,
+            key=key,
+            store=sync_store,
+            clock=clock,
+            metrics=metrics,
+            on_applied=on_applied,
+        )
+        node = cls(
+            config=config,
+            key=key,
+            db=db,
+            clock=clock,
+            registry=registry,
+            metrics=metrics,
+            store=NodeStore(db),
+            sync_store=sync_store,
+            receiver=receiver,
+            upstream=upstream,
+            transport=transport,
+        )
+        node_ref.append(node)
+        node._gauges["info"] = Gauge(
+            "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
+        )
+        node._gauges["info"].labels(config.node_id, config.level.value, SOFTWARE_VERSION).set(1)
+        node._gauges["records"] = Gauge(
+            "lsnet_records", "Records held, by owner", ["origin"], registry=registry
+        )
+        return node
+
+    async def init_database(self) -> bool:
+        """Create or upgrade the schema and the epoch row. True if the epoch was new."""
+        await asyncio.to_thread(self.db.migrate)
+        _, created = await self.store.init_meta(self.config.node_id, self.clock.time_ms())
+        return created
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self, *, serve: bool = True) -> None:
+        self.db.check_schema()
+        await self.store.meta()  # raises if the database belongs to another node / not initialised
+        meta = await self.store.meta()
+        if meta.node_id != self.config.node_id:
+            from node.store import NodeStateError
+
+            raise NodeStateError(
+                f"this database belongs to node {meta.node_id}, not {self.config.node_id}"
+            )
+        self.started_monotonic = time.monotonic()
+        if serve:
+            from node.http_api import build_app
+
+            self.runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            await self.runner.setup()
+            site = web.TCPSite(
+                self.runner, self.config.node.host, self.config.node.port, reuse_address=True
+            )
+            await site.start()
+        if self.upstream is not None:
+            await self.upstream.start()
+            upstream = self.upstream
+
+            async def retry() -> None:
+                upstream.poke()
+
+            self.jobs.every("sync-retry", self.config.sync.retry_interval_s, retry)
+        self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
+        self.jobs.start()
+        log.info(
+            "node %s (%s) up on %s, epoch %s",
+            self.config.node_id,
+            self.config.level.value,
+            self.config.node.listen,
+            meta.epoch,
+        )
+
+    async def stop(self) -> None:
+        self.jobs.stop()
+        if self.upstream is not None:
+            await self.upstream.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await self.transport.close()
+        await asyncio.to_thread(self.db.close)
+
+    # -- use cases -------------------------------------------------------------------------------
+    async def ingest(self, recs: list[ValidRecord]) -> IngestResult:
+        result = await self.store.ingest(recs, self.clock.time_ms())
+        if result.changed and self.upstream is not None:
+            self.upstream.poke()
+        return result
+
+    async def refresh_gauges(self) -> None:
+        view = await self.store.status()
+        self.metrics.backlog.set(view.backlog_changes if self.config.parent else 0)
+        lag = 0.0
+        if self.config.parent is not None and view.oldest_unacked_ms is not None:
+            lag = max(0.0, (self.clock.time_ms() - view.oldest_unacked_ms) / 1000.0)
+        self.metrics.lag_seconds.set(lag)
+        for origin, count in view.records_by_origin.items():
+            self._gauges["records"].labels(origin).set(count)
+        for origin, epochs in view.watermarks.items():
+            if origin == self.config.node_id:
+                continue
+            self.metrics.watermark.labels(origin).set(max(epochs.values()))
+
+    async def status_dict(self) -> dict[str, Any]:
+        """The status document served at /v1/status and printed by `lsnet status --json`."""
+        view = await self.store.status()
+        link = self.upstream.state if self.upstream is not None else None
+        lag_s = None
+        if self.config.parent is not None:
+            lag_s = (
+                0.0
+                if view.oldest_unacked_ms is None
+                else max(0.0, (self.clock.time_ms() - view.oldest_unacked_ms) / 1000.0)
+            )
+        return status_document(self.config, view, link, lag_s)
+
+
+def status_document(config: NodeConfig, view: Any, link: Any, lag_s: float | None) -> dict[str, Any]:
+    meta = view.meta
+    return {
+        "node": config.node_id,
+        "name": config.node.name,
+        "level": config.level.value,
+        "epoch": meta.epoch,
+        "records_by_origin": dict(sorted(view.records_by_origin.items())),
+        "records_total": sum(view.records_by_origin.values()),
+        "watermarks": {o: dict(e) for o, e in sorted(view.watermarks.items())},
+        "local_last_seq": meta.last_seq,
+        "backlog": view.backlog_changes if config.parent is not None else 0,
+        "backlog_batches": view.backlog_batches if config.parent is not None else 0,
+        "quarantined_batches": view.quarantined,
+        "lag_seconds": lag_s,
+        "parent": None
+        if config.parent is None
+        else {
+            "id": config.parent.id,
+            "url": config.parent.url,
+            "link_mode": link.mode if link else None,
+            "failures": link.failures if link else 0,
+            "last_success_ms": (link.last_success_ms or None) if link else None,
+            "last_error": (link.last_error or None) if link else None,
+        },
+    }

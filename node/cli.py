@@ -1,0 +1,342 @@
+"""The `lsnet` command: keys, network set-up, node life cycle, record import, status, demo.
+
+Every command turns our own errors into one clear line on stderr and a non-zero exit code;
+nobody running a centre should see a traceback. Business logic lives in the packages; this
+module only parses arguments, calls them and prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from hierarchy_config.loader import ConfigError, load_config
+from hierarchy_config.model import NodeConfig
+from node.db import DatabaseError
+from node.store import NodeStateError
+from security.keys import KeyError_, NodeKey, write_key_file
+
+F = TypeVar("F", bound=Callable[..., Any])
+err_console = Console(stderr=True)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    KeyError_,
+    DatabaseError,
+    NodeStateError,
+    OSError,
+)
+
+
+class CliFailure(click.ClickException):
+    """A failure explained in one line; exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        err_console.print(f"[bold red]error:[/] {self.message}", highlight=False)
+
+
+def friendly(fn: F) -> F:
+    """Wrap a command so expected errors become one clear line instead of a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EXPECTED_ERRORS as exc:
+            raise CliFailure(str(exc)) from None
+        except Exception as exc:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            if isinstance(exc, SQLAlchemyError):
+                raise CliFailure(f"database error: {getattr(exc, 'orig', exc)}") from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(config: Path) -> NodeConfig:
+    return load_config(config)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="lsnet")
+def main() -> None:
+    """lsnet: the data backbone of the labour and social-insurance information system.
+
+    City, province and ministry centres run the same node program. Cities keep their resource
+    database and push every change upward as signed batches; provinces keep a copy and relay
+    their cities' batches unchanged; the ministry holds the national copy and can verify every
+    record back to the city that wrote it.
+    """
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Node signing keys (Ed25519)."""
+
+
+@keys.command("generate")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Key file to write (mode 0600).")
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+@friendly
+def keys_generate(out: Path, force: bool) -> None:
+    """Generate a node key; print its public key and key id for enrollment at the parent."""
+    key = NodeKey.generate()
+    write_key_file(out, key, overwrite=force)
+    click.echo(f"key file:   {out}")
+    click.echo(f"public key: {key.public}")
+    click.echo(f"key id:     {key.kid}")
+
+
+# -- network ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def network() -> None:
+    """Whole local networks (for trials, training and tests)."""
+
+
+@network.command("init")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Empty folder to create the network in.")
+@click.option("--provinces", type=click.IntRange(1, 34), default=2, show_default=True)
+@click.option("--cities-per-province", type=click.IntRange(1, 50), default=2, show_default=True)
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=18400, show_default=True)
+@friendly
+def network_init(out: Path, provinces: int, cities_per_province: int, base_port: int) -> None:
+    """Write a ready-to-run network on 127.0.0.1: one folder per node with node.toml and key."""
+    from hierarchy_config.network_init import NetworkInitError, init_network
+
+    try:
+        layout = init_network(
+            out, provinces=provinces, cities_per_province=cities_per_province, base_port=base_port
+        )
+    except NetworkInitError as exc:
+        raise CliFailure(str(exc)) from None
+    for entry in layout.nodes:
+        click.echo(f"{entry.level.value:9} {entry.id} {entry.name:12} {entry.url}  {entry.config_path}")
+    click.echo(
+        f"\nNext: 'lsnet node init --config <node.toml>' then 'lsnet node run --config <node.toml>' "
+        f"for each of the {len(layout.nodes)} nodes."
+    )
+
+
+# -- node ------------------------------------------------------------------------------------------
+
+
+@main.group("node")
+def node_group() -> None:
+    """Initialise and run a node."""
+
+
+@node_group.command("init")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@friendly
+def node_init(config_path: Path) -> None:
+    """Create or upgrade the resource database (Alembic migrations) and its epoch."""
+    from node.app import Node
+
+    config = _load(config_path)
+
+    async def run() -> tuple[bool, str]:
+        node = Node.open(config)
+        try:
+            created = await node.init_database()
+            meta = await node.store.meta()
+            return created, meta.epoch
+        finally:
+            await asyncio.to_thread(node.db.close)
+
+    created, epoch = asyncio.run(run())
+    state = "created" if created else "already initialised; schema upgraded"
+    click.echo(f"node {config.node_id}: database {state}; epoch {epoch}")
+
+
+@node_group.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@friendly
+def node_run(config_path: Path, log_level: str) -> None:
+    """Run the node until SIGTERM or SIGINT; the in-flight transfer finishes or is safely abandoned."""
+    from node.app import Node
+
+    _setup_logging(log_level)
+    config = _load(config_path)
+
+    async def run() -> None:
+        node = Node.open(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await node.start()
+        except BaseException:
+            await node.stop()
+            raise
+        click.echo(f"node {config.node_id} running on {config.node.url}; Ctrl-C to stop", err=True)
+        await stop.wait()
+        logging.getLogger("lsnet.node").info("stopping")
+        await node.stop()
+
+    asyncio.run(run())
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def records() -> None:
+    """Business records in the local resource database."""
+
+
+@records.command("import")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--type", "record_type", default=None, help="Record type of every row (CSV files).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True)
+@click.option("--all-or-nothing", is_flag=True, help="Import nothing if any row is invalid.")
+@click.option("--chunk", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per transaction.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly
+def records_import(
+    config_path: Path, file: Path, record_type: str | None, fmt: str, all_or_nothing: bool, chunk: int, quiet: bool
+) -> None:
+    """Import records from JSON Lines (one object with "type" per line) or CSV (with --type).
+
+    Each record and its change-log entry are written in one transaction. Invalid rows are listed
+    with row number, field and reason. Exit code 0 if every row was accepted, 1 if some were
+    rejected, 2 if nothing could be imported.
+    """
+    from node.importer import import_file
+
+    config = _load(config_path)
+    if fmt == "auto":
+        fmt = "csv" if file.suffix.lower() == ".csv" else "jsonl"
+    if fmt == "csv" and not record_type:
+        raise CliFailure("CSV files need --type (e.g. --type person)")
+    report = import_file(
+        config, file, fmt=fmt, record_type=record_type, all_or_nothing=all_or_nothing,
+        chunk=chunk, show_progress=not quiet,
+    )
+    for err in report.errors[:50]:
+        field = f" field '{err.field}'" if err.field else ""
+        err_console.print(f"row {err.row}{field}: {err.reason}", highlight=False, markup=False)
+    if len(report.errors) > 50:
+        err_console.print(f"... and {len(report.errors) - 50} more invalid rows", highlight=False)
+    click.echo(
+        f"accepted {report.accepted}, rejected {report.rejected} "
+        f"({report.changed} changed, {report.unchanged} unchanged)"
+        + (" - nothing imported (--all-or-nothing)" if report.aborted else "")
+    )
+    if report.aborted:
+        sys.exit(2)
+    if report.rejected:
+        sys.exit(1)
+
+
+# -- status / verify -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def status(config_path: Path, as_json: bool) -> None:
+    """Node id and level, epoch, records per origin, watermarks, backlog, parent link."""
+    from node.status_cli import collect_status, render_status
+
+    config = _load(config_path)
+    doc = asyncio.run(collect_status(config))
+    if as_json:
+        click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+    else:
+        render_status(doc, Console())
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@friendly
+def verify(config_path: Path) -> None:
+    """Re-verify every stored batch against its origin's key and hash chain."""
+    from node.db import Database
+    from sync.scrub import scrub
+    from sync.store import SyncStore
+
+    config = _load(config_path)
+    keys_by_origin = dict(config.subtree_keys())
+    from security.keys import load_signing_key
+
+    keys_by_origin[config.node_id] = load_signing_key(config.node.key_file).verify_key
+
+    async def run() -> Any:
+        db = Database(config.node.database)
+        try:
+            db.check_schema()
+            return await scrub(SyncStore(db), keys_by_origin)
+        finally:
+            await asyncio.to_thread(db.close)
+
+    report = asyncio.run(run())
+    for problem in report.problems[:50]:
+        err_console.print(problem, highlight=False, markup=False)
+    click.echo(f"{report.batches} batches, {report.changes} changes checked; {len(report.problems)} problems")
+    if report.problems:
+        sys.exit(1)
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--records", "records_per_city", type=click.IntRange(1, 1_000_000), default=1000, show_default=True, help="Records generated in each city.")
+@click.option("--provinces", type=click.IntRange(1, 10), default=2, show_default=True)
+@click.option("--cities-per-province", type=click.IntRange(1, 10), default=2, show_default=True)
+@click.option("--dir", "data_dir", type=click.Path(path_type=Path), default=None, help="Keep the network's data in this (empty) folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--keep-running", is_flag=True, help="Leave the network up until Ctrl-C.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=300, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@friendly
+def demo(
+    records_per_city: int, provinces: int, cities_per_province: int, data_dir: Path | None,
+    as_json: bool, keep_running: bool, timeout_s: float, seed: int,
+) -> None:
+    """Build a local network (1 ministry, provinces, cities), fill the cities with realistic
+    records, sync until the ministry has everything, then verify counts, content digests and
+    every signature. Exit 0 when verified."""
+    from node.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        records_per_city=records_per_city, provinces=provinces,
+        cities_per_province=cities_per_province, data_dir=data_dir, as_json=as_json,
+        keep_running=keep_running, timeout_s=timeout_s, seed=seed,
+    )
+    code = asyncio.run(run_demo(opts))
+    sys.exit(code)
+
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,107 @@
+"""HTTP routes of a node that are not node-to-node sync: record ingest for business systems,
+status, health and Prometheus metrics. Every error is a JSON body `{"error": {"code", "message"}}`
+with a stable code; nothing here writes unless the whole request is valid.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from node.records import RecordInvalid, ValidRecord, validate_record
+
+if TYPE_CHECKING:
+    from node.app import Node
+
+
+def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def _authorised(node: Node, request: web.Request) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return any(
+        hmac.compare_digest(token.encode(), t.encode()) for t in node.config.api.ingest_tokens
+    )
+
+
+async def post_records(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE_KEY]
+    if not _authorised(node, request):
+        return json_error(401, "unauthenticated", "a valid ingest token is required (Authorization: Bearer ...)")
+    limit = node.config.limits.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return json_error(413, "too_large", f"body exceeds {limit} bytes")
+    try:
+        raw = await request.read()
+        data = json.loads(raw)
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, "too_large", f"body exceeds {limit} bytes")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json_error(400, "malformed", f"body is not JSON: {exc}")
+    if not isinstance(data, list):
+        return json_error(400, "malformed", "body must be a JSON array of record objects")
+    if len(data) > node.config.limits.max_ingest_records:
+        return json_error(
+            413, "too_large", f"at most {node.config.limits.max_ingest_records} records per request"
+        )
+    valid: list[ValidRecord] = []
+    errors: list[dict[str, Any]] = []
+    for index, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            errors.append({"index": index, "field": "", "reason": "must be a JSON object"})
+            continue
+        try:
+            valid.append(validate_record(obj))
+        except RecordInvalid as exc:
+            errors.append({"index": index, "field": exc.field, "reason": exc.reason})
+    if errors:
+        return json_error(
+            422, "invalid_record", f"{len(errors)} of {len(data)} records are invalid; nothing was stored",
+            records=errors[:100],
+        )
+    result = await node.ingest(valid)
+    return web.json_response(
+        {"accepted": len(valid), "changed": result.changed, "unchanged": result.unchanged,
+         "last_seq": result.last_seq}
+    )
+
+
+async def get_status(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE_KEY]
+    return web.json_response(await node.status_dict())
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE_KEY]
+    return web.json_response({"status": "ok", "node": node.config.node_id, "level": node.config.level.value})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE_KEY]
+    await node.refresh_gauges()
+    body = generate_latest(node.registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+NODE_KEY: web.AppKey[Node] = web.AppKey("node")
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=node.config.limits.max_body_bytes + 1024)
+    app[NODE_KEY] = node
+    app.router.add_post("/v1/sync/push", node.receiver.handle)
+    app.router.add_post("/v1/records", post_records)
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/metrics", get_metrics)
+    return app

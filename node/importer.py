@@ -1,0 +1,135 @@
+"""`lsnet records import`: stream a JSON Lines or CSV file into the local resource database.
+
+Rows are validated one by one; valid rows are written in chunks, each chunk one transaction that
+holds the records and their change-log entries. With all-or-nothing, a first pass validates the
+whole file and a second pass writes it in a single transaction, so a bad row or a crash leaves
+nothing behind. Memory stays bounded by the chunk size. A running node picks the new changes up
+on its next sync round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from hierarchy_config.model import NodeConfig
+from node.clock import SystemClock
+from node.db import Database
+from node.ingest_files import RowError, count_rows, read_csv, read_jsonl
+from node.records import RecordInvalid, ValidRecord, validate_record
+from node.store import BUILTIN_STANDARDS, IngestResult, ingest_txn, read_meta_txn
+
+PROGRESS_THRESHOLD = 5000
+
+
+@dataclass
+class ImportReport:
+    accepted: int = 0
+    rejected: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    aborted: bool = False
+    errors: list[RowError] = field(default_factory=list)
+
+
+def _rows(path: Path, fmt: str, record_type: str | None) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    if fmt == "csv":
+        assert record_type is not None
+        return read_csv(path, record_type)
+    return read_jsonl(path)
+
+
+def _validated(
+    path: Path, fmt: str, record_type: str | None, report: ImportReport, max_errors: int = 1000
+) -> Iterator[tuple[int, ValidRecord | None]]:
+    for row, item in _rows(path, fmt, record_type):
+        if isinstance(item, RowError):
+            report.rejected += 1
+            if len(report.errors) < max_errors:
+                report.errors.append(item)
+            yield row, None
+            continue
+        if record_type is not None and fmt == "jsonl" and "type" not in item:
+            item = {"type": record_type, **item}
+        try:
+            rec = validate_record(item)
+        except RecordInvalid as exc:
+            report.rejected += 1
+            if len(report.errors) < max_errors:
+                report.errors.append(RowError(row, exc.field, exc.reason))
+            yield row, None
+            continue
+        yield row, rec
+
+
+def _add(report: ImportReport, result: IngestResult) -> None:
+    report.changed += result.changed
+    report.unchanged += result.unchanged
+
+
+def import_file(
+    config: NodeConfig,
+    path: Path,
+    *,
+    fmt: str,
+    record_type: str | None,
+    all_or_nothing: bool,
+    chunk: int = 1000,
+    show_progress: bool = True,
+) -> ImportReport:
+    db = Database(config.node.database)
+    clock = SystemClock()
+    try:
+        db.check_schema()
+        db.read_sync(read_meta_txn)
+        total = count_rows(path)
+        report = ImportReport()
+        progress = Progress(
+            TextColumn("[bold]importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not show_progress or total < PROGRESS_THRESHOLD,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("import", total=total)
+            if all_or_nothing:
+                for _ in _validated(path, fmt, record_type, report):
+                    progress.advance(task, 0.5)
+                if report.rejected:
+                    report.aborted = True
+                    return report
+                check = ImportReport()
+                with db.writer.begin() as conn:
+                    for batch in _chunks(_validated(path, fmt, record_type, check), chunk):
+                        _add(report, ingest_txn(conn, batch, clock.time_ms(), BUILTIN_STANDARDS))
+                        report.accepted += len(batch)
+                        progress.advance(task, 0.5 * len(batch))
+                    if check.rejected:  # the file changed between the passes
+                        raise RuntimeError("file changed during import; nothing imported")
+            else:
+                for batch in _chunks(_validated(path, fmt, record_type, report), chunk):
+                    _add(report, db.write_sync(ingest_txn, batch, clock.time_ms(), BUILTIN_STANDARDS))
+                    report.accepted += len(batch)
+                    progress.update(task, completed=report.accepted + report.rejected)
+        return report
+    finally:
+        db.close()
+
+
+def _chunks(items: Iterator[tuple[int, ValidRecord | None]], size: int) -> Iterator[list[ValidRecord]]:
+    buf: list[ValidRecord] = []
+    for _, rec in items:
+        if rec is None:
+            continue
+        buf.append(rec)
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf

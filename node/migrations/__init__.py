@@ -1,0 +1,1 @@
+"""Alembic migrations of the resource database; numbered, never edited once released."""

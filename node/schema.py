@@ -1,0 +1,117 @@
+"""Tables of the resource database (SQLAlchemy Core), as created by the Alembic migrations.
+
+The migrations in `node/migrations/versions` are the source of truth for the database; these
+`Table` objects mirror them for queries. A test checks that both agree. This module runs no SQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# One row: who this database belongs to, its epoch and the change-log counters.
+node_meta = Table(
+    "node_meta",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", String(64), nullable=False),
+    Column("epoch", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("batched_seq", BigInteger, nullable=False),
+    Column("chain_head", LargeBinary(32), nullable=False),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("record_type", String(64), primary_key=True),
+    Column("owner", String(64), primary_key=True),
+    Column("key", String(512), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("standards", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("epoch", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+Index("ix_records_owner", records.c.owner, records.c.record_type)
+
+# This node's own changes, densely numbered.
+changelog = Table(
+    "changelog",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("record_type", String(64), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("standards", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# Every signed batch this node holds: its own (source 'local') and those received from children
+# (source 'relay', forwarded upward unchanged). `acked` = the parent's watermark covers it.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(64), nullable=False),
+    Column("epoch", String(64), nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("header", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("header_hash", LargeBinary(32), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("stored_ms", BigInteger, nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("acked", Boolean, nullable=False),
+    Column("quarantined", Boolean, nullable=False),
+    Column("quarantine_code", String(64), nullable=False),
+    Column("quarantine_reason", Text, nullable=False),
+)
+Index("ux_batches_origin_range", batches.c.origin, batches.c.epoch, batches.c.first_seq, unique=True)
+Index("ix_batches_pending", batches.c.acked, batches.c.id)
+
+# What this node has applied from each origin: highest contiguous seq and the chain head there.
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("epoch", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("last_hash", LargeBinary(32), nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Persisted state of the queue towards each upstream peer.
+links = Table(
+    "links",
+    metadata,
+    Column("peer", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("backoff_until_ms", BigInteger, nullable=False),
+    Column("last_success_ms", BigInteger, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("last_error_ms", BigInteger, nullable=False),
+)

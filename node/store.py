@@ -1,0 +1,318 @@
+"""Use cases of the resource database that belong to the node itself: the epoch row, local
+record writes with their change-log entries, and the read-only views behind `lsnet status`.
+
+Each public coroutine is one transaction; its body is the `_..._txn` function beside it, so the
+transaction boundary is visible. Replication use cases live in `sync.store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from node.db import Database
+from node.records import ValidRecord
+from node.schema import batches, changelog, node_meta, records, watermarks
+from sync.wire import ZERO_HASH, packb
+
+# Until standards releases arrive (a later issue) records are validated by the built-in schemas.
+BUILTIN_STANDARDS = "builtin-1"
+
+
+class NodeStateError(Exception):
+    """The database belongs to another node or was not initialised."""
+
+
+@dataclass(frozen=True)
+class Meta:
+    node_id: str
+    epoch: str
+    created_ms: int
+    last_seq: int
+    batched_seq: int
+    chain_head: bytes
+
+
+def payload_json(payload: Mapping[str, str]) -> str:
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_hash(
+    record_type: str, owner: str, key: str, version: int, deleted: bool, payload: Mapping[str, str]
+) -> str:
+    """Content hash of one record version; equal everywhere the same version is held."""
+    data = packb([record_type, owner, key, version, deleted, dict(payload)])
+    return hashlib.sha256(data).hexdigest()
+
+
+def insert_for(conn: Connection) -> Any:
+    """The dialect's INSERT that supports ON CONFLICT."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def upsert_record_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update records; an older or equal version never overwrites a newer one."""
+    if not rows:
+        return
+    ins = insert_for(conn)(records)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[records.c.record_type, records.c.owner, records.c.key],
+        set_={
+            c: ins.excluded[c]
+            for c in ("version", "deleted", "payload", "standards", "hash", "epoch", "seq", "updated_ms")
+        },
+        where=ins.excluded.version > records.c.version,
+    )
+    conn.execute(stmt, list(rows))
+
+
+# -- epoch / meta ----------------------------------------------------------------------------------
+
+
+def _init_meta_txn(conn: Connection, node_id: str, now_ms: int) -> tuple[Meta, bool]:
+    row = conn.execute(select(node_meta).where(node_meta.c.id == 1)).mappings().first()
+    if row is not None:
+        if row["node_id"] != node_id:
+            raise NodeStateError(
+                f"this database belongs to node {row['node_id']}, not {node_id}; "
+                "check 'database' in the configuration"
+            )
+        return _meta(row), False
+    epoch = secrets.token_hex(16)
+    conn.execute(
+        node_meta.insert().values(
+            id=1,
+            node_id=node_id,
+            epoch=epoch,
+            created_ms=now_ms,
+            last_seq=0,
+            batched_seq=0,
+            chain_head=ZERO_HASH,
+        )
+    )
+    return Meta(node_id, epoch, now_ms, 0, 0, ZERO_HASH), True
+
+
+def _meta(row: Mapping[str, Any]) -> Meta:
+    return Meta(
+        node_id=row["node_id"],
+        epoch=row["epoch"],
+        created_ms=row["created_ms"],
+        last_seq=row["last_seq"],
+        batched_seq=row["batched_seq"],
+        chain_head=bytes(row["chain_head"]),
+    )
+
+
+def read_meta_txn(conn: Connection) -> Meta:
+    row = conn.execute(select(node_meta).where(node_meta.c.id == 1)).mappings().first()
+    if row is None:
+        raise NodeStateError("database has no node identity; run 'lsnet node init' first")
+    return _meta(row)
+
+
+# -- local writes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    changed: int = 0
+    unchanged: int = 0
+    last_seq: int = 0
+    seqs: list[int] = field(default_factory=list)
+
+
+def ingest_txn(
+    conn: Connection, recs: Sequence[ValidRecord], now_ms: int, standards: str
+) -> IngestResult:
+    """Write local records and their change-log entries in the caller's transaction.
+
+    Sequence numbers come from the counter row, updated in this same transaction, so they become
+    visible in order. Writing an identical version again is a no-op (imports are idempotent).
+    """
+    meta = read_meta_txn(conn)
+    owner = meta.node_id
+    result = IngestResult()
+    pending: dict[tuple[str, str], tuple[int, bool, str]] = {}
+    changes: list[tuple[ValidRecord, int, str]] = []
+    for rec in recs:
+        ident = (rec.record_type, rec.key)
+        current = pending.get(ident)
+        if current is None:
+            row = conn.execute(
+                select(records.c.version, records.c.deleted, records.c.payload).where(
+                    records.c.record_type == rec.record_type,
+                    records.c.owner == owner,
+                    records.c.key == rec.key,
+                )
+            ).first()
+            current = (row.version, row.deleted, row.payload) if row is not None else None
+        body = payload_json(rec.payload)
+        if current is None and rec.deleted:
+            result.unchanged += 1
+            continue
+        if current is not None and current[1] == rec.deleted and (rec.deleted or current[2] == body):
+            result.unchanged += 1
+            continue
+        version = 1 if current is None else current[0] + 1
+        pending[ident] = (version, rec.deleted, body)
+        changes.append((rec, version, body))
+    if not changes:
+        result.last_seq = meta.last_seq
+        return result
+    first = meta.last_seq + 1
+    last = meta.last_seq + len(changes)
+    conn.execute(update(node_meta).where(node_meta.c.id == 1).values(last_seq=last))
+    log_rows = []
+    rec_rows = []
+    for offset, (rec, version, body) in enumerate(changes):
+        seq = first + offset
+        log_rows.append(
+            {
+                "seq": seq,
+                "record_type": rec.record_type,
+                "key": rec.key,
+                "version": version,
+                "deleted": rec.deleted,
+                "payload": body,
+                "standards": standards,
+                "created_ms": now_ms,
+            }
+        )
+        rec_rows.append(
+            {
+                "record_type": rec.record_type,
+                "owner": owner,
+                "key": rec.key,
+                "version": version,
+                "deleted": rec.deleted,
+                "payload": body,
+                "standards": standards,
+                "hash": record_hash(rec.record_type, owner, rec.key, version, rec.deleted, rec.payload),
+                "epoch": meta.epoch,
+                "seq": seq,
+                "updated_ms": now_ms,
+            }
+        )
+        result.seqs.append(seq)
+    conn.execute(changelog.insert(), log_rows)
+    upsert_record_rows(conn, rec_rows)
+    result.changed = len(changes)
+    result.last_seq = last
+    return result
+
+
+class NodeStore:
+    """The node's own use cases, each one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def init_meta(self, node_id: str, now_ms: int) -> tuple[Meta, bool]:
+        return await self.db.write(_init_meta_txn, node_id, now_ms)
+
+    async def meta(self) -> Meta:
+        return await self.db.read(read_meta_txn)
+
+    async def ingest(
+        self, recs: Sequence[ValidRecord], now_ms: int, standards: str = BUILTIN_STANDARDS
+    ) -> IngestResult:
+        return await self.db.write(ingest_txn, recs, now_ms, standards)
+
+    async def status(self) -> StatusView:
+        return await self.db.read(status_txn)
+
+    async def origin_digests(self) -> dict[str, OriginDigest]:
+        return await self.db.read(origin_digests_txn)
+
+
+# -- read views ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusView:
+    meta: Meta
+    records_by_origin: dict[str, int]
+    watermarks: dict[str, dict[str, int]]
+    backlog_changes: int
+    backlog_batches: int
+    oldest_unacked_ms: int | None
+    quarantined: int
+
+
+def status_txn(conn: Connection) -> StatusView:
+    meta = read_meta_txn(conn)
+    by_origin = {
+        row.owner: row.n
+        for row in conn.execute(
+            select(records.c.owner, func.count().label("n")).group_by(records.c.owner)
+        )
+    }
+    wms: dict[str, dict[str, int]] = {}
+    for row in conn.execute(select(watermarks.c.origin, watermarks.c.epoch, watermarks.c.seq)):
+        wms.setdefault(row.origin, {})[row.epoch] = row.seq
+    wms.setdefault(meta.node_id, {})[meta.epoch] = meta.last_seq
+    pending = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(batches.c.last_seq - batches.c.first_seq + 1), 0),
+            func.min(batches.c.created_ms),
+        ).where(batches.c.acked.is_(False))
+    ).one()
+    unbatched_oldest = conn.execute(
+        select(func.min(changelog.c.created_ms)).where(changelog.c.seq > meta.batched_seq)
+    ).scalar()
+    oldest_candidates = [v for v in (pending[2], unbatched_oldest) if v is not None]
+    quarantined = conn.execute(
+        select(func.count()).select_from(batches).where(batches.c.quarantined.is_(True))
+    ).scalar_one()
+    return StatusView(
+        meta=meta,
+        records_by_origin=by_origin,
+        watermarks=wms,
+        backlog_changes=int(pending[1]) + (meta.last_seq - meta.batched_seq),
+        backlog_batches=int(pending[0]),
+        oldest_unacked_ms=min(oldest_candidates) if oldest_candidates else None,
+        quarantined=int(quarantined),
+    )
+
+
+@dataclass(frozen=True)
+class OriginDigest:
+    count: int
+    live: int
+    digest: str
+
+
+def origin_digests_txn(conn: Connection) -> dict[str, OriginDigest]:
+    """Per-origin content digest over (type, key, version, deleted, hash), in key order."""
+    out: dict[str, OriginDigest] = {}
+    current: str | None = None
+    h = hashlib.sha256()
+    count = live = 0
+    query = select(
+        records.c.owner,
+        records.c.record_type,
+        records.c.key,
+        records.c.version,
+        records.c.deleted,
+        records.c.hash,
+    ).order_by(records.c.owner, records.c.record_type, records.c.key)
+    for row in conn.execute(query):
+        if row.owner != current:
+            if current is not None:
+                out[current] = OriginDigest(count, live, h.hexdigest())
+            current, h, count, live = row.owner, hashlib.sha256(), 0, 0
+        h.update(f"{row.record_type}\x1f{row.key}\x1f{row.version}\x1f{int(row.deleted)}\x1f{row.hash}\n".encode())
+        count += 1
+        live += 0 if row.deleted else 1
+    if current is not None:
+        out[current] = OriginDigest(count, live, h.hexdigest())
+    return out

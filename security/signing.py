@@ -1,0 +1,37 @@
+"""Detached Ed25519 signatures over exact bytes, with domain separation.
+
+Every signed structure names its purpose (`batch`, `envelope`, `response`), so a signature made
+for one purpose never verifies for another. Callers sign the bytes they send and verify the bytes
+that arrived; nothing here re-serialises. This module knows nothing about the wire format.
+"""
+
+from __future__ import annotations
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from security.keys import NodeKey
+
+SIGNATURE_BYTES = 64
+
+
+class SignatureInvalid(Exception):
+    """A signature does not verify for the given key and bytes."""
+
+
+def _message(purpose: str, data: bytes) -> bytes:
+    return b"lsnet/v1/" + purpose.encode("ascii") + b"\x00" + data
+
+
+def sign(key: NodeKey, purpose: str, data: bytes) -> bytes:
+    return key.sign(_message(purpose, data))
+
+
+def verify(verify_key: VerifyKey, purpose: str, data: bytes, signature: bytes) -> None:
+    """Raise SignatureInvalid unless `signature` is `verify_key`'s signature over `data`."""
+    if len(signature) != SIGNATURE_BYTES:
+        raise SignatureInvalid(f"signature must be {SIGNATURE_BYTES} bytes")
+    try:
+        verify_key.verify(_message(purpose, data), signature)
+    except BadSignatureError as exc:
+        raise SignatureInvalid("signature does not verify") from exc

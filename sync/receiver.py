@@ -1,0 +1,195 @@
+"""HTTP handler that receives pushes from children: decode, decide, store, answer.
+
+Order of checks: body size (before reading it all), envelope shape and protocol version, the
+sender is an enrolled child, the envelope is for this node, the sender's signature, the send time
+within the allowed clock skew, then every batch (`sync.verify.verify_batch`) — all before
+anything is written. Any failure answers 4xx with a stable code (and the batch index when one
+batch was the cause) and writes nothing. Then each batch is applied in its own transaction and
+the answer, signed by this node, carries a verdict per batch and this node's watermarks for the
+sender's whole subtree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from hierarchy_config.model import NodeConfig
+from node.clock import Clock
+from security.keys import NodeKey
+from security.signing import SignatureInvalid, sign, verify
+from sync.errors import BatchRejected
+from sync.metrics import SyncMetrics
+from sync.store import SyncStore
+from sync.verify import VerifiedBatch, verify_batch
+from sync.wire import (
+    CONTENT_TYPE,
+    PURPOSE_PUSH,
+    PURPOSE_PUSH_REPLY,
+    BatchResult,
+    BatchStatus,
+    Code,
+    Push,
+    PushReply,
+    Sealed,
+    WireError,
+    packb,
+)
+
+log = logging.getLogger("lsnet.sync")
+
+STATUS_FOR = {
+    Code.MALFORMED: 400,
+    Code.UNSUPPORTED_VERSION: 400,
+    Code.TOO_LARGE: 413,
+    Code.UNKNOWN_SENDER: 401,
+    Code.BAD_SIGNATURE: 401,
+    Code.WRONG_DESTINATION: 421,
+    Code.STALE: 401,
+}
+
+
+class ReceiveError(Exception):
+    def __init__(self, code: Code, message: str, batch: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.batch = batch
+
+
+def error_response(code: Code, message: str, batch: int | None = None) -> web.Response:
+    err: dict[str, Any] = {"code": code.value, "message": message}
+    if batch is not None:
+        err["batch"] = batch
+    status = STATUS_FOR.get(code, 422 if batch is not None else 400)
+    return web.Response(status=status, body=packb({"error": err}), content_type=CONTENT_TYPE)
+
+
+class PushReceiver:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        key: NodeKey,
+        store: SyncStore,
+        clock: Clock,
+        metrics: SyncMetrics,
+        on_applied: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.key = key
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.on_applied = on_applied
+        self.keys = config.subtree_keys()
+        self.children = {c.id: c for c in config.children}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._read_body(request)
+            push = self._open(body)
+            verified = self._verify_all(push)
+        except ReceiveError as exc:
+            self.metrics.rejected.labels(exc.code.value).inc()
+            log.warning(
+                "IN [%s] refused push: %s %s",
+                request.remote,
+                exc.code.value,
+                exc.message,
+            )
+            return error_response(exc.code, exc.message, exc.batch)
+        results: list[BatchResult] = []
+        applied_any = False
+        for vb in verified:
+            started = self.clock.monotonic()
+            res = await self.store.apply_batch(
+                vb, self.clock.time_ms(), keep_for_relay=self.config.parent is not None
+            )
+            self.metrics.apply_latency.observe(self.clock.monotonic() - started)
+            self.metrics.batches_received.labels(vb.header.origin, res.status.value).inc()
+            if res.status is BatchStatus.APPLIED:
+                applied_any = True
+                self.metrics.records_applied.labels(vb.header.origin).inc(vb.header.count)
+                self.metrics.watermark.labels(vb.header.origin).set(vb.header.last_seq)
+            elif res.status is BatchStatus.REJECTED:
+                self.metrics.rejected.labels(res.code).inc()
+                log.warning("IN [%s] rejected batch of %s: %s", push.sender, vb.header.origin, res.message)
+            results.append(res)
+        if applied_any:
+            self.on_applied()
+        subtree = [c.id for c in self.children[push.sender].walk()]
+        marks = await self.store.watermarks_for(subtree)
+        reply = PushReply(
+            responder=self.config.node_id,
+            destination=push.sender,
+            nonce=push.nonce,
+            results=tuple(results),
+            watermarks=tuple(marks),
+        )
+        envelope = reply.to_bytes()
+        sealed = Sealed(envelope, sign(self.key, PURPOSE_PUSH_REPLY, envelope))
+        return web.Response(body=sealed.to_bytes(), content_type=CONTENT_TYPE)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ReceiveError(Code.TOO_LARGE, f"body of {request.content_length} bytes; limit {limit}")
+        buf = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            buf.extend(chunk)
+            if len(buf) > limit:
+                raise ReceiveError(Code.TOO_LARGE, f"body exceeds the limit of {limit} bytes")
+        return bytes(buf)
+
+    def _open(self, body: bytes) -> Push:
+        try:
+            sealed = Sealed.from_bytes(body)
+            push = Push.from_bytes(
+                sealed.envelope, max_batches=self.config.limits.max_batches_per_transfer
+            )
+        except WireError as exc:
+            raise ReceiveError(exc.code, exc.message) from None
+        child = self.children.get(push.sender)
+        if child is None:
+            raise ReceiveError(Code.UNKNOWN_SENDER, f"node {push.sender} is not an enrolled child")
+        if push.destination != self.config.node_id:
+            raise ReceiveError(
+                Code.WRONG_DESTINATION,
+                f"push is addressed to {push.destination}, this is {self.config.node_id}",
+            )
+        try:
+            verify(child.verify_key, PURPOSE_PUSH, sealed.envelope, sealed.signature)
+        except SignatureInvalid:
+            raise ReceiveError(
+                Code.BAD_SIGNATURE, f"push envelope is not signed by {push.sender}'s enrolled key"
+            ) from None
+        skew_ms = abs(self.clock.time_ms() - push.sent_ms)
+        if skew_ms > self.config.sync.max_clock_skew_s * 1000:
+            raise ReceiveError(
+                Code.STALE,
+                f"push was sent {skew_ms / 1000:.0f}s away from this node's clock "
+                f"(allowed {self.config.sync.max_clock_skew_s:.0f}s); check the clocks",
+            )
+        return push
+
+    def _verify_all(self, push: Push) -> list[VerifiedBatch]:
+        out = []
+        for index, signed in enumerate(push.batches):
+            try:
+                out.append(
+                    verify_batch(
+                        signed,
+                        sender=push.sender,
+                        receiver=self.config.node_id,
+                        keys=self.keys,
+                        route_of=self.config.route_of,
+                        limits=self.config.limits,
+                    )
+                )
+            except BatchRejected as exc:
+                raise ReceiveError(exc.code, exc.message, batch=index) from None
+        return out

@@ -1,0 +1,313 @@
+"""The queue towards the parent: one object per upstream peer, one transfer in flight.
+
+Modes: LIVE (nothing waiting; new local changes trigger a push after a short debounce),
+CATCHING_UP (a backlog is streamed in bounded transfers, back to back) and BACKING_OFF (the
+parent failed; wait a jittered, bounded delay that any success resets). The mode, failure count,
+backoff deadline, last success and last error are persisted in `links`, so a restarted node
+resumes where it stopped. Batches are acknowledged only from the parent's signed watermarks; a
+batch the parent refuses for its content is quarantined with the reason, never dropped.
+
+This module does not decide trust on the receiving side (see `sync.verify`) and does not talk
+HTTP itself (see `sync.transport`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from enum import Enum
+
+from hierarchy_config.model import LimitsConfig, ParentConfig, SyncConfig
+from node.clock import Clock
+from security.keys import NodeKey
+from security.signing import SignatureInvalid, sign, verify
+from sync.errors import PeerRejected, PeerUnavailable
+from sync.metrics import SyncMetrics
+from sync.store import LinkState, PendingBatch, SyncStore
+from sync.transport import Transport
+from sync.wire import (
+    PURPOSE_PUSH,
+    PURPOSE_PUSH_REPLY,
+    BatchStatus,
+    Code,
+    Push,
+    PushReply,
+    Sealed,
+    WireError,
+)
+
+log = logging.getLogger("lsnet.sync")
+
+# Codes with which a parent refuses a batch for its content: the batch is quarantined.
+CONTENT_CODES = frozenset(
+    c.value
+    for c in (
+        Code.MALFORMED,
+        Code.UNSUPPORTED_VERSION,
+        Code.TOO_LARGE,
+        Code.NOT_AUTHORISED,
+        Code.UNKNOWN_ORIGIN,
+        Code.BAD_SIGNATURE,
+        Code.BAD_DIGEST,
+        Code.BAD_RANGE,
+        Code.CHAIN_BROKEN,
+        Code.INVALID_RECORD,
+    )
+)
+
+PUSH_PATH = "/v1/sync/push"
+
+
+class Mode(str, Enum):
+    LIVE = "live"
+    CATCHING_UP = "catching_up"
+    BACKING_OFF = "backing_off"
+
+
+class UpstreamQueue:
+    """Sends this node's batches and its relay queue to one parent."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        parent: ParentConfig,
+        key: NodeKey,
+        store: SyncStore,
+        transport: Transport,
+        clock: Clock,
+        limits: LimitsConfig,
+        settings: SyncConfig,
+        metrics: SyncMetrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.parent = parent
+        self.key = key
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.limits = limits
+        self.settings = settings
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.state = LinkState(parent.id, Mode.LIVE.value, 0, 0, 0, "", 0)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.in_flight = False
+        self.transfers = 0
+
+    @property
+    def mode(self) -> Mode:
+        return Mode(self.state.mode)
+
+    async def start(self) -> None:
+        self.state = await self.store.load_link(self.parent.id)
+        self._set_mode_metric()
+        self._task = asyncio.create_task(self._run(), name=f"upstream-{self.parent.id}")
+        self.poke()
+
+    def poke(self) -> None:
+        """New work may be waiting (a local change, a relayed batch, the retry job)."""
+        self._wake.set()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop after the in-flight transfer finishes, or abandon it after `grace_s`.
+
+        Abandoning is safe: the parent applies a batch atomically, and this node marks nothing
+        acknowledged until it has the parent's signed answer, so the batch is simply resent.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
+        except (TimeoutError, asyncio.CancelledError):
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._wait_for_work()
+            except asyncio.CancelledError:
+                raise
+            if self._stopping:
+                break
+            try:
+                more = await self.transfer_once()
+            except PeerUnavailable as exc:
+                await self._failed(str(exc))
+                continue
+            except Exception as exc:  # a bug must not kill the queue: log, back off, retry
+                log.exception("UP [%s] transfer failed unexpectedly", self.parent.id)
+                await self._failed(f"internal error: {exc!r}")
+                continue
+            if more:
+                self._wake.set()
+
+    async def _wait_for_work(self) -> None:
+        wait_ms = self.state.backoff_until_ms - self.clock.time_ms()
+        if wait_ms > 0:
+            await self.clock.sleep(wait_ms / 1000.0)
+            return
+        await self._wake.wait()
+        self._wake.clear()
+        if self.settings.debounce_ms and self.mode is Mode.LIVE:
+            await self.clock.sleep(self.settings.debounce_ms / 1000.0)
+
+    async def transfer_once(self) -> bool:
+        """Cut new batches, send one bounded transfer, record the answer. True if more may wait."""
+        now = self.clock.time_ms()
+        for _ in range(self.limits.max_batches_per_transfer):
+            made = await self.store.cut_batch(
+                self.key, self.limits.max_batch_changes, self.limits.max_batch_bytes, now
+            )
+            if not made:
+                break
+        pending = await self.store.next_transfer(
+            self.limits.max_batches_per_transfer, max(self.limits.max_body_bytes // 2, 1024)
+        )
+        if not pending:
+            await self._succeeded(Mode.LIVE, touched=False)
+            return False
+        self.in_flight = True
+        try:
+            progress = await self._send(pending)
+        finally:
+            self.in_flight = False
+        self.transfers += 1
+        full = len(pending) >= self.limits.max_batches_per_transfer
+        await self._succeeded(Mode.CATCHING_UP if full else Mode.LIVE, touched=True)
+        return progress
+
+    async def _send(self, pending: list[PendingBatch]) -> bool:
+        push = Push(
+            sender=self.node_id,
+            destination=self.parent.id,
+            sent_ms=self.clock.time_ms(),
+            nonce=os.urandom(16),
+            batches=tuple(p.signed for p in pending),
+        )
+        envelope = push.to_bytes()
+        body = Sealed(envelope, sign(self.key, PURPOSE_PUSH, envelope)).to_bytes()
+        started = self.clock.monotonic()
+        try:
+            answer = await self.transport.post(self.parent.id, self.parent.url + PUSH_PATH, body)
+        except PeerRejected as exc:
+            if exc.batch_index is not None and exc.code in CONTENT_CODES and 0 <= exc.batch_index < len(pending):
+                await self._quarantine(pending[exc.batch_index], exc.code, exc.message)
+                return True
+            raise
+        self.metrics.push_latency.labels(self.parent.id).observe(self.clock.monotonic() - started)
+        reply = self._open_reply(answer, push.nonce)
+        self.metrics.batches_sent.labels(self.parent.id).inc(len(pending))
+        by_range = {(p.origin, p.epoch, p.first_seq): p for p in pending}
+        progress = False
+        for res in reply.results:
+            if res.status is BatchStatus.REJECTED:
+                target = by_range.get((res.origin, res.epoch, res.first_seq))
+                if target is not None:
+                    await self._quarantine(target, res.code, res.message)
+                    progress = True
+            elif res.status is BatchStatus.APPLIED:
+                progress = True
+            elif res.status is BatchStatus.GAP:
+                log.info(
+                    "UP [%s] parent needs %s from seq %d", self.parent.id, res.origin, res.need_seq
+                )
+        acked, requeued = await self.store.apply_acks(reply.watermarks)
+        if acked:
+            self.metrics.batches_acked.labels(self.parent.id).inc(acked)
+        if requeued:
+            log.warning(
+                "UP [%s] parent no longer holds %d acknowledged batches; resending",
+                self.parent.id,
+                requeued,
+            )
+        return progress or acked > 0 or requeued > 0
+
+    def _open_reply(self, answer: bytes, nonce: bytes) -> PushReply:
+        try:
+            sealed = Sealed.from_bytes(answer)
+            verify(self.parent.verify_key, PURPOSE_PUSH_REPLY, sealed.envelope, sealed.signature)
+            reply = PushReply.from_bytes(sealed.envelope)
+        except (WireError, SignatureInvalid) as exc:
+            raise PeerUnavailable(self.parent.id, f"unusable answer: {exc}") from None
+        if reply.responder != self.parent.id or reply.destination != self.node_id or reply.nonce != nonce:
+            raise PeerUnavailable(self.parent.id, "answer is not for this request")
+        return reply
+
+    async def _quarantine(self, batch: PendingBatch, code: str, message: str) -> None:
+        log.error(
+            "UP [%s] parent refused batch %s [%d, %d]: %s %s; quarantined",
+            self.parent.id,
+            batch.origin,
+            batch.first_seq,
+            batch.last_seq,
+            code,
+            message,
+        )
+        await self.store.quarantine(batch.id, code, message)
+        self.metrics.quarantined.labels(batch.origin, code if code in CONTENT_CODES else "other").inc()
+
+    async def _succeeded(self, mode: Mode, *, touched: bool) -> None:
+        now = self.clock.time_ms()
+        old = self.state
+        new = LinkState(
+            old.peer,
+            mode.value,
+            0,
+            0,
+            now if touched else old.last_success_ms,
+            old.last_error,
+            old.last_error_ms,
+        )
+        if new != old:
+            self.state = new
+            await self.store.save_link(new)
+            self._set_mode_metric()
+
+    async def _failed(self, message: str) -> None:
+        failures = self.state.failures + 1
+        delay = min(
+            self.settings.backoff_max_s,
+            self.settings.backoff_initial_s * (2 ** min(failures - 1, 30)),
+        )
+        delay *= self.rng.uniform(0.5, 1.0)
+        now = self.clock.time_ms()
+        self.state = LinkState(
+            self.parent.id,
+            Mode.BACKING_OFF.value,
+            failures,
+            now + int(delay * 1000),
+            self.state.last_success_ms,
+            message,
+            now,
+        )
+        self.metrics.transfer_failures.labels(self.parent.id).inc()
+        log.warning(
+            "UP [%s] transfer failed (%d in a row), retrying in %.1fs: %s",
+            self.parent.id,
+            failures,
+            delay,
+            message,
+        )
+        try:
+            await self.store.save_link(self.state)
+        except Exception:
+            log.exception("UP [%s] could not persist link state", self.parent.id)
+        self._set_mode_metric()
+
+    def _set_mode_metric(self) -> None:
+        for mode in Mode:
+            self.metrics.link_mode.labels(self.parent.id, mode.value).set(
+                1 if mode.value == self.state.mode else 0
+            )

@@ -1,0 +1,412 @@
+"""Database use cases of upward sync; each public coroutine is one transaction.
+
+Sending side: cut signed batches from the local change log, pick the next bounded transfer,
+record the parent's watermarks (acknowledge, or un-acknowledge what the parent no longer holds),
+quarantine a batch the parent refused, persist link state. Receiving side: apply one verified
+batch — records, the original signed bytes and the watermark advance — in one transaction.
+Trust decisions are made in `sync.verify`; this module only stores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy.orm import aliased
+
+from node.db import Database
+from node.schema import batches, changelog, links, node_meta, watermarks
+from node.store import insert_for, read_meta_txn, record_hash, upsert_record_rows
+from security.keys import NodeKey
+from security.signing import sign
+from sync.verify import Order, VerifiedBatch, decide_order
+from sync.wire import (
+    PURPOSE_BATCH,
+    ZERO_HASH,
+    BatchHeader,
+    BatchResult,
+    BatchStatus,
+    Change,
+    Code,
+    SignedBatch,
+    Watermark,
+    encode_body,
+    header_hash,
+    sha256,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    id: int
+    origin: str
+    epoch: str
+    first_seq: int
+    last_seq: int
+    signed: SignedBatch
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    peer: str
+    mode: str
+    failures: int
+    backoff_until_ms: int
+    last_success_ms: int
+    last_error: str
+    last_error_ms: int
+
+
+# -- sending side ----------------------------------------------------------------------------------
+
+
+def cut_batch_txn(
+    conn: Connection, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int
+) -> bool:
+    """Make at most one new signed batch from unbatched change-log entries. True if one was made."""
+    meta = read_meta_txn(conn)
+    if meta.batched_seq >= meta.last_seq:
+        return False
+    rows = conn.execute(
+        select(changelog)
+        .where(changelog.c.seq > meta.batched_seq)
+        .order_by(changelog.c.seq)
+        .limit(max_changes)
+    ).mappings()
+    changes: list[Change] = []
+    size = 512
+    for row in rows:
+        change = Change(
+            seq=row["seq"],
+            record_type=row["record_type"],
+            key=row["key"],
+            version=row["version"],
+            deleted=bool(row["deleted"]),
+            payload=json.loads(row["payload"]),
+            standards=row["standards"],
+        )
+        approx = len(row["payload"]) + len(row["key"]) + 64
+        if changes and size + approx > max_bytes:
+            break
+        changes.append(change)
+        size += approx
+    if not changes:
+        return False
+    body = encode_body(changes)
+    header = BatchHeader(
+        origin=meta.node_id,
+        epoch=meta.epoch,
+        first_seq=changes[0].seq,
+        last_seq=changes[-1].seq,
+        count=len(changes),
+        standards=changes[-1].standards,
+        created_ms=now_ms,
+        digest=sha256(body),
+        prev=meta.chain_head,
+        kid=key.kid,
+    )
+    header_bytes = header.to_bytes()
+    signature = sign(key, PURPOSE_BATCH, header_bytes)
+    hh = header_hash(header_bytes)
+    conn.execute(
+        batches.insert().values(
+            origin=meta.node_id,
+            epoch=meta.epoch,
+            first_seq=header.first_seq,
+            last_seq=header.last_seq,
+            header=header_bytes,
+            signature=signature,
+            body=body,
+            header_hash=hh,
+            size=len(header_bytes) + len(signature) + len(body),
+            created_ms=now_ms,
+            stored_ms=now_ms,
+            source="local",
+            acked=False,
+            quarantined=False,
+            quarantine_code="",
+            quarantine_reason="",
+        )
+    )
+    conn.execute(
+        update(node_meta)
+        .where(node_meta.c.id == 1)
+        .values(batched_seq=header.last_seq, chain_head=hh)
+    )
+    return True
+
+
+def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> list[PendingBatch]:
+    """The oldest unacknowledged batches, bounded in count and bytes.
+
+    Batches of an (origin, epoch) that has a quarantined batch wait for an operator: sending them
+    would only produce gaps at the parent.
+    """
+    q = aliased(batches)
+    blocked = exists().where(
+        and_(
+            q.c.origin == batches.c.origin,
+            q.c.epoch == batches.c.epoch,
+            q.c.quarantined.is_(True),
+        )
+    )
+    rows = conn.execute(
+        select(
+            batches.c.id,
+            batches.c.origin,
+            batches.c.epoch,
+            batches.c.first_seq,
+            batches.c.last_seq,
+            batches.c.size,
+        )
+        .where(batches.c.acked.is_(False), ~blocked)
+        .order_by(batches.c.id)
+        .limit(max_batches)
+    ).all()
+    chosen = []
+    total = 0
+    for row in rows:
+        if chosen and total + row.size > max_bytes:
+            break
+        chosen.append(row)
+        total += row.size
+    out = []
+    for row in chosen:
+        full = conn.execute(
+            select(batches.c.header, batches.c.signature, batches.c.body).where(
+                batches.c.id == row.id
+            )
+        ).one()
+        out.append(
+            PendingBatch(
+                row.id,
+                row.origin,
+                row.epoch,
+                row.first_seq,
+                row.last_seq,
+                SignedBatch(bytes(full.header), bytes(full.signature), bytes(full.body)),
+            )
+        )
+    return out
+
+
+def apply_acks_txn(conn: Connection, marks: Sequence[Watermark]) -> tuple[int, int]:
+    """Mark batches covered by the parent's watermarks acknowledged; un-acknowledge batches above
+    a watermark (the parent no longer holds them, e.g. it was restored from a backup).
+    Returns (newly acknowledged, re-queued)."""
+    acked = requeued = 0
+    for wm in marks:
+        res = conn.execute(
+            update(batches)
+            .where(
+                batches.c.origin == wm.origin,
+                batches.c.epoch == wm.epoch,
+                batches.c.last_seq <= wm.seq,
+                batches.c.acked.is_(False),
+            )
+            .values(acked=True)
+        )
+        acked += res.rowcount or 0
+        res = conn.execute(
+            update(batches)
+            .where(
+                batches.c.origin == wm.origin,
+                batches.c.epoch == wm.epoch,
+                batches.c.last_seq > wm.seq,
+                batches.c.acked.is_(True),
+            )
+            .values(acked=False)
+        )
+        requeued += res.rowcount or 0
+    return acked, requeued
+
+
+def quarantine_txn(conn: Connection, batch_id: int, code: str, reason: str) -> None:
+    conn.execute(
+        update(batches)
+        .where(batches.c.id == batch_id)
+        .values(quarantined=True, quarantine_code=code[:64], quarantine_reason=reason[:2000])
+    )
+
+
+def load_link_txn(conn: Connection, peer: str) -> LinkState:
+    row = conn.execute(select(links).where(links.c.peer == peer)).mappings().first()
+    if row is None:
+        return LinkState(peer, "live", 0, 0, 0, "", 0)
+    return LinkState(**dict(row))
+
+
+def save_link_txn(conn: Connection, state: LinkState) -> None:
+    values: dict[str, Any] = {
+        "mode": state.mode,
+        "failures": state.failures,
+        "backoff_until_ms": state.backoff_until_ms,
+        "last_success_ms": state.last_success_ms,
+        "last_error": state.last_error[:2000],
+        "last_error_ms": state.last_error_ms,
+    }
+    ins = insert_for(conn)(links).values(peer=state.peer, **values)
+    conn.execute(ins.on_conflict_do_update(index_elements=[links.c.peer], set_=values))
+
+
+# -- receiving side --------------------------------------------------------------------------------
+
+
+def _watermark_row(conn: Connection, origin: str, epoch: str) -> tuple[int, bytes] | None:
+    stmt = select(watermarks.c.seq, watermarks.c.last_hash).where(
+        watermarks.c.origin == origin, watermarks.c.epoch == epoch
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    return None if row is None else (row.seq, bytes(row.last_hash))
+
+
+def apply_batch_txn(conn: Connection, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool) -> BatchResult:
+    """Apply one verified batch: version-guarded upserts, the signed bytes, the watermark — all in
+    this one transaction, or nothing."""
+    h = vb.header
+    current = _watermark_row(conn, h.origin, h.epoch)
+    wm_seq, wm_hash = current if current is not None else (0, ZERO_HASH)
+    order = decide_order(h, wm_seq, wm_hash)
+
+    def result(status: BatchStatus, code: str = "", message: str = "", need: int = 0) -> BatchResult:
+        return BatchResult(h.origin, h.epoch, h.first_seq, h.last_seq, status, code, message, need)
+
+    if order is Order.DUPLICATE:
+        return result(BatchStatus.DUPLICATE)
+    if order is Order.GAP:
+        return result(BatchStatus.GAP, Code.BAD_RANGE.value, "gap before this batch", wm_seq + 1)
+    if order is Order.OVERLAP:
+        return result(
+            BatchStatus.REJECTED,
+            Code.BAD_RANGE.value,
+            f"batch [{h.first_seq}, {h.last_seq}] overlaps the applied prefix ending at {wm_seq}",
+            wm_seq + 1,
+        )
+    if order is Order.CHAIN_BROKEN:
+        return result(
+            BatchStatus.REJECTED,
+            Code.CHAIN_BROKEN.value,
+            f"batch [{h.first_seq}, {h.last_seq}] of {h.origin} does not chain to the batch "
+            f"applied before it",
+        )
+    rows = [
+        {
+            "record_type": c.record_type,
+            "owner": h.origin,
+            "key": c.key,
+            "version": c.version,
+            "deleted": c.deleted,
+            "payload": json.dumps(c.payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")),
+            "standards": c.standards,
+            "hash": record_hash(c.record_type, h.origin, c.key, c.version, c.deleted, c.payload),
+            "epoch": h.epoch,
+            "seq": c.seq,
+            "updated_ms": now_ms,
+        }
+        for c in vb.changes
+    ]
+    upsert_record_rows(conn, rows)
+    signed = vb.signed
+    conn.execute(
+        batches.insert().values(
+            origin=h.origin,
+            epoch=h.epoch,
+            first_seq=h.first_seq,
+            last_seq=h.last_seq,
+            header=signed.header_bytes,
+            signature=signed.signature,
+            body=signed.body,
+            header_hash=vb.header_hash,
+            size=signed.size,
+            created_ms=h.created_ms,
+            stored_ms=now_ms,
+            source="relay",
+            acked=not keep_for_relay,
+            quarantined=False,
+            quarantine_code="",
+            quarantine_reason="",
+        )
+    )
+    if current is None:
+        conn.execute(
+            watermarks.insert().values(
+                origin=h.origin,
+                epoch=h.epoch,
+                seq=h.last_seq,
+                last_hash=vb.header_hash,
+                first_seen_ms=now_ms,
+                updated_ms=now_ms,
+            )
+        )
+    else:
+        conn.execute(
+            update(watermarks)
+            .where(watermarks.c.origin == h.origin, watermarks.c.epoch == h.epoch)
+            .values(seq=h.last_seq, last_hash=vb.header_hash, updated_ms=now_ms)
+        )
+    return result(BatchStatus.APPLIED)
+
+
+def watermarks_for_txn(conn: Connection, origins: Iterable[str]) -> list[Watermark]:
+    wanted = list(origins)
+    if not wanted:
+        return []
+    rows = conn.execute(
+        select(watermarks.c.origin, watermarks.c.epoch, watermarks.c.seq)
+        .where(watermarks.c.origin.in_(wanted))
+        .order_by(watermarks.c.origin, watermarks.c.epoch)
+    )
+    return [Watermark(r.origin, r.epoch, r.seq) for r in rows]
+
+
+def stored_batches_txn(conn: Connection, after_id: int, limit: int) -> list[tuple[int, str, SignedBatch]]:
+    """Stored batches in id order, for scrubbing signatures; paged to bound memory."""
+    rows = conn.execute(
+        select(batches.c.id, batches.c.origin, batches.c.header, batches.c.signature, batches.c.body)
+        .where(batches.c.id > after_id)
+        .order_by(batches.c.id)
+        .limit(limit)
+    )
+    return [
+        (r.id, r.origin, SignedBatch(bytes(r.header), bytes(r.signature), bytes(r.body)))
+        for r in rows
+    ]
+
+
+class SyncStore:
+    """Replication use cases on one node's database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def cut_batch(self, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int) -> bool:
+        return await self.db.write(cut_batch_txn, key, max_changes, max_bytes, now_ms)
+
+    async def next_transfer(self, max_batches: int, max_bytes: int) -> list[PendingBatch]:
+        return await self.db.read(next_transfer_txn, max_batches, max_bytes)
+
+    async def apply_acks(self, marks: Sequence[Watermark]) -> tuple[int, int]:
+        return await self.db.write(apply_acks_txn, marks)
+
+    async def quarantine(self, batch_id: int, code: str, reason: str) -> None:
+        await self.db.write(quarantine_txn, batch_id, code, reason)
+
+    async def load_link(self, peer: str) -> LinkState:
+        return await self.db.read(load_link_txn, peer)
+
+    async def save_link(self, state: LinkState) -> None:
+        await self.db.write(save_link_txn, state)
+
+    async def apply_batch(self, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool) -> BatchResult:
+        return await self.db.write(apply_batch_txn, vb, now_ms, keep_for_relay)
+
+    async def watermarks_for(self, origins: Iterable[str]) -> list[Watermark]:
+        return await self.db.read(watermarks_for_txn, list(origins))
+
+    async def stored_batches(self, after_id: int, limit: int) -> list[tuple[int, str, SignedBatch]]:
+        return await self.db.read(stored_batches_txn, after_id, limit)

@@ -1,0 +1,138 @@
+"""Trust decisions about incoming batches, as pure functions: no database, no socket.
+
+`verify_batch` runs the checks that need no stored state, cheapest first: size, header shape,
+authorisation (the origin is the sender or in the sender's subtree), the origin's key, the
+signature over the header bytes as they arrived, the body digest, the body shape, and each
+record. `decide_order` compares a verified header with the receiver's watermark for its
+(origin, epoch) and says apply, duplicate, gap or chain broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from nacl.signing import VerifyKey
+
+from hierarchy_config.model import LimitsConfig
+from node.records import RecordInvalid, validate_record
+from security.keys import key_id
+from security.signing import SignatureInvalid, verify
+from sync.errors import BatchRejected
+from sync.wire import (
+    PURPOSE_BATCH,
+    ZERO_HASH,
+    BatchHeader,
+    Change,
+    Code,
+    SignedBatch,
+    WireError,
+    decode_body,
+    header_hash,
+    sha256,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedBatch:
+    signed: SignedBatch
+    header: BatchHeader
+    header_hash: bytes
+    changes: list[Change]
+
+
+def verify_batch(
+    signed: SignedBatch,
+    *,
+    sender: str,
+    receiver: str,
+    keys: Mapping[str, VerifyKey],
+    route_of: Callable[[str], str | None],
+    limits: LimitsConfig,
+    validate_records: bool = True,
+) -> VerifiedBatch:
+    """Return the verified batch or raise BatchRejected with a precise code."""
+    if signed.size > limits.max_batch_bytes:
+        raise BatchRejected(
+            Code.TOO_LARGE, f"batch is {signed.size} bytes; limit {limits.max_batch_bytes}"
+        )
+    try:
+        header = BatchHeader.from_bytes(signed.header_bytes)
+    except WireError as exc:
+        raise BatchRejected(exc.code, exc.message) from None
+    if header.count > limits.max_batch_changes:
+        raise BatchRejected(
+            Code.TOO_LARGE, f"batch holds {header.count} changes; limit {limits.max_batch_changes}"
+        )
+    origin = header.origin
+    if origin == receiver or (origin != sender and route_of(origin) != sender):
+        raise BatchRejected(
+            Code.NOT_AUTHORISED, f"node {sender} may not send batches of origin {origin}"
+        )
+    key = keys.get(origin)
+    if key is None:
+        raise BatchRejected(Code.UNKNOWN_ORIGIN, f"origin {origin} is not enrolled here")
+    if header.kid != key_id(key):
+        raise BatchRejected(
+            Code.BAD_SIGNATURE,
+            f"batch of {origin} names key {header.kid}; the enrolled key is {key_id(key)}",
+        )
+    try:
+        verify(key, PURPOSE_BATCH, signed.header_bytes, signed.signature)
+    except SignatureInvalid as exc:
+        raise BatchRejected(Code.BAD_SIGNATURE, f"batch of {origin}: {exc}") from None
+    if sha256(signed.body) != header.digest:
+        raise BatchRejected(Code.BAD_DIGEST, f"batch of {origin}: body does not match its digest")
+    try:
+        changes = decode_body(signed.body, header)
+    except WireError as exc:
+        raise BatchRejected(exc.code, f"batch of {origin}: {exc.message}") from None
+    if validate_records:
+        for change in changes:
+            check_change(change)
+    return VerifiedBatch(signed, header, header_hash(signed.header_bytes), changes)
+
+
+def check_change(change: Change) -> None:
+    """A change must be a valid record whose natural key matches the one it claims."""
+    obj: dict[str, object] = {"type": change.record_type, **change.payload}
+    if change.deleted:
+        obj["deleted"] = True
+    try:
+        rec = validate_record(obj)
+    except RecordInvalid as exc:
+        raise BatchRejected(
+            Code.INVALID_RECORD, f"change seq {change.seq} ({change.record_type}): {exc}"
+        ) from None
+    if rec.key != change.key:
+        raise BatchRejected(
+            Code.INVALID_RECORD, f"change seq {change.seq}: key does not match the record fields"
+        )
+
+
+class Order(str, Enum):
+    APPLY = "apply"
+    DUPLICATE = "duplicate"
+    GAP = "gap"
+    CHAIN_BROKEN = "chain_broken"
+    OVERLAP = "overlap"
+
+
+def decide_order(header: BatchHeader, wm_seq: int, wm_hash: bytes) -> Order:
+    """Where a batch stands against the watermark of its (origin, epoch).
+
+    Batch boundaries are immutable, so an honest batch either lies wholly at or below the
+    watermark (a duplicate), starts right after it (apply, if it chains to the last applied
+    header), or starts further on (a gap: ask for `wm_seq + 1`).
+    """
+    if header.last_seq <= wm_seq:
+        return Order.DUPLICATE
+    if header.first_seq > wm_seq + 1:
+        return Order.GAP
+    if header.first_seq <= wm_seq:
+        return Order.OVERLAP
+    expected = wm_hash if wm_seq > 0 else ZERO_HASH
+    if header.prev != expected:
+        return Order.CHAIN_BROKEN
+    return Order.APPLY
