@@ -209,7 +209,9 @@ class Node:
         return status_document(self.config, view, link, lag_s)
 
 
-def status_document(config: NodeConfig, view: Any, link: Any, lag_s: float | None) -> dict[str, Any]:
+def status_document(
+    config: NodeConfig, view: Any, link: Any, lag_s: float | None
+) -> dict[str, Any]:
     meta = view.meta
     return {
         "node": config.node_id,

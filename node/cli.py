@@ -97,7 +97,13 @@ def keys() -> None:
 
 
 @keys.command("generate")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Key file to write (mode 0600).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Key file to write (mode 0600).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing key file.")
 @friendly
 def keys_generate(out: Path, force: bool) -> None:
@@ -118,7 +124,12 @@ def network() -> None:
 
 
 @network.command("init")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Empty folder to create the network in.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Empty folder to create the network in.",
+)
 @click.option("--provinces", type=click.IntRange(1, 34), default=2, show_default=True)
 @click.option("--cities-per-province", type=click.IntRange(1, 50), default=2, show_default=True)
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=18400, show_default=True)
@@ -134,9 +145,12 @@ def network_init(out: Path, provinces: int, cities_per_province: int, base_port:
     except NetworkInitError as exc:
         raise CliFailure(str(exc)) from None
     for entry in layout.nodes:
-        click.echo(f"{entry.level.value:9} {entry.id} {entry.name:12} {entry.url}  {entry.config_path}")
+        click.echo(
+            f"{entry.level.value:9} {entry.id} {entry.name:12} {entry.url}  {entry.config_path}"
+        )
     click.echo(
-        f"\nNext: 'lsnet node init --config <node.toml>' then 'lsnet node run --config <node.toml>' "
+        "\nNext: 'lsnet node init --config <node.toml>', then "
+        "'lsnet node run --config <node.toml>' "
         f"for each of the {len(layout.nodes)} nodes."
     )
 
@@ -174,10 +188,18 @@ def node_init(config_path: Path) -> None:
 
 @node_group.command("run")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 @friendly
 def node_run(config_path: Path, log_level: str) -> None:
-    """Run the node until SIGTERM or SIGINT; the in-flight transfer finishes or is safely abandoned."""
+    """Run the node until SIGTERM or SIGINT.
+
+    On shutdown the in-flight transfer finishes or is safely abandoned (it is resent later).
+    """
     from node.app import Node
 
     _setup_logging(log_level)
@@ -214,13 +236,31 @@ def records() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--type", "record_type", default=None, help="Record type of every row (CSV files).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "jsonl", "csv"]),
+    default="auto",
+    show_default=True,
+)
 @click.option("--all-or-nothing", is_flag=True, help="Import nothing if any row is invalid.")
-@click.option("--chunk", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Rows per transaction.")
+@click.option(
+    "--chunk",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Rows per transaction.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
 def records_import(
-    config_path: Path, file: Path, record_type: str | None, fmt: str, all_or_nothing: bool, chunk: int, quiet: bool
+    config_path: Path,
+    file: Path,
+    record_type: str | None,
+    fmt: str,
+    all_or_nothing: bool,
+    chunk: int,
+    quiet: bool,
 ) -> None:
     """Import records from JSON Lines (one object with "type" per line) or CSV (with --type).
 
@@ -236,8 +276,13 @@ def records_import(
     if fmt == "csv" and not record_type:
         raise CliFailure("CSV files need --type (e.g. --type person)")
     report = import_file(
-        config, file, fmt=fmt, record_type=record_type, all_or_nothing=all_or_nothing,
-        chunk=chunk, show_progress=not quiet,
+        config,
+        file,
+        fmt=fmt,
+        record_type=record_type,
+        all_or_nothing=all_or_nothing,
+        chunk=chunk,
+        show_progress=not quiet,
     )
     for err in report.errors[:50]:
         field = f" field '{err.field}'" if err.field else ""
@@ -300,7 +345,10 @@ def verify(config_path: Path) -> None:
     report = asyncio.run(run())
     for problem in report.problems[:50]:
         err_console.print(problem, highlight=False, markup=False)
-    click.echo(f"{report.batches} batches, {report.changes} changes checked; {len(report.problems)} problems")
+    click.echo(
+        f"{report.batches} batches, {report.changes} changes checked; "
+        f"{len(report.problems)} problems"
+    )
     if report.problems:
         sys.exit(1)
 
@@ -309,18 +357,39 @@ def verify(config_path: Path) -> None:
 
 
 @main.command()
-@click.option("--records", "records_per_city", type=click.IntRange(1, 1_000_000), default=1000, show_default=True, help="Records generated in each city.")
+@click.option(
+    "--records",
+    "records_per_city",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Records generated in each city.",
+)
 @click.option("--provinces", type=click.IntRange(1, 10), default=2, show_default=True)
 @click.option("--cities-per-province", type=click.IntRange(1, 10), default=2, show_default=True)
-@click.option("--dir", "data_dir", type=click.Path(path_type=Path), default=None, help="Keep the network's data in this (empty) folder.")
+@click.option(
+    "--dir",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the network's data in this (empty) folder.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--keep-running", is_flag=True, help="Leave the network up until Ctrl-C.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=300, show_default=True)
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=300, show_default=True
+)
 @click.option("--seed", type=int, default=1, show_default=True)
 @friendly
 def demo(
-    records_per_city: int, provinces: int, cities_per_province: int, data_dir: Path | None,
-    as_json: bool, keep_running: bool, timeout_s: float, seed: int,
+    records_per_city: int,
+    provinces: int,
+    cities_per_province: int,
+    data_dir: Path | None,
+    as_json: bool,
+    keep_running: bool,
+    timeout_s: float,
+    seed: int,
 ) -> None:
     """Build a local network (1 ministry, provinces, cities), fill the cities with realistic
     records, sync until the ministry has everything, then verify counts, content digests and
@@ -328,14 +397,17 @@ def demo(
     from node.demo import DemoOptions, run_demo
 
     opts = DemoOptions(
-        records_per_city=records_per_city, provinces=provinces,
-        cities_per_province=cities_per_province, data_dir=data_dir, as_json=as_json,
-        keep_running=keep_running, timeout_s=timeout_s, seed=seed,
+        records_per_city=records_per_city,
+        provinces=provinces,
+        cities_per_province=cities_per_province,
+        data_dir=data_dir,
+        as_json=as_json,
+        keep_running=keep_running,
+        timeout_s=timeout_s,
+        seed=seed,
     )
     code = asyncio.run(run_demo(opts))
     sys.exit(code)
-
-
 
 
 if __name__ == "__main__":  # pragma: no cover

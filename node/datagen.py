@@ -34,33 +34,117 @@ FIRST_BIRTH_YEAR, LAST_BIRTH_YEAR = 1960, 2003
 LAST_FEE_MONTH = (2024, 12)  # contributions count back from here; fixed so output is stable
 _LAST_DAY = dt.date(2024, 6, 30)  # no generated event (work start, enrollment) is later
 
-_SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡"
-             "余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史")
-_GIVEN = ("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国文辉力斌宇浩凯鹏飞波"
-          "海峰晨阳玉兰红梅志强俊婷雪琳欣怡子轩梓涵一诺浩然思远佳琪嘉欣宏伟晓东春燕丹凤亮")
-_FIRMS = ("恒达", "华信", "鑫源", "宏远", "瑞丰", "天成", "永泰", "金诚", "广汇", "中联", "新锐",
-          "博远", "盛世", "东方", "锦程", "和信", "德润", "安泰", "汇通", "正元")
-_BUREAUS = ("人力资源和社会保障局", "市场监督管理局", "交通运输局", "教育局", "统计局",
-            "卫生健康委员会", "生态环境局", "住房和城乡建设局")
-_TRADES = {"A": "农业", "B": "矿业", "C": "制造", "D": "能源", "E": "建设", "F": "商贸",
-           "G": "物流", "H": "餐饮", "I": "科技", "J": "投资", "K": "置业", "L": "商务",
-           "M": "技术", "N": "环境", "O": "家政", "P": "教育", "Q": "健康", "R": "文化"}
+_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡"
+    "余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史"
+)
+_GIVEN = (
+    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国文辉力斌宇浩凯鹏飞波"
+    "海峰晨阳玉兰红梅志强俊婷雪琳欣怡子轩梓涵一诺浩然思远佳琪嘉欣宏伟晓东春燕丹凤亮"
+)
+_FIRMS = (
+    "恒达",
+    "华信",
+    "鑫源",
+    "宏远",
+    "瑞丰",
+    "天成",
+    "永泰",
+    "金诚",
+    "广汇",
+    "中联",
+    "新锐",
+    "博远",
+    "盛世",
+    "东方",
+    "锦程",
+    "和信",
+    "德润",
+    "安泰",
+    "汇通",
+    "正元",
+)
+_BUREAUS = (
+    "人力资源和社会保障局",
+    "市场监督管理局",
+    "交通运输局",
+    "教育局",
+    "统计局",
+    "卫生健康委员会",
+    "生态环境局",
+    "住房和城乡建设局",
+)
+_TRADES = {
+    "A": "农业",
+    "B": "矿业",
+    "C": "制造",
+    "D": "能源",
+    "E": "建设",
+    "F": "商贸",
+    "G": "物流",
+    "H": "餐饮",
+    "I": "科技",
+    "J": "投资",
+    "K": "置业",
+    "L": "商务",
+    "M": "技术",
+    "N": "环境",
+    "O": "家政",
+    "P": "教育",
+    "Q": "健康",
+    "R": "文化",
+}
 # section -> work-injury risk class, roughly after 人社部发〔2015〕71号 [seed]
-_RISK = {"A": 3, "B": 7, "C": 4, "D": 3, "E": 6, "F": 2, "G": 4, "H": 2, "I": 1, "J": 1,
-         "K": 1, "L": 1, "M": 1, "N": 3, "O": 2, "P": 1, "Q": 2, "R": 2, "S": 1, "T": 1}
+_RISK = {
+    "A": 3,
+    "B": 7,
+    "C": 4,
+    "D": 3,
+    "E": 6,
+    "F": 2,
+    "G": 4,
+    "H": 2,
+    "I": 1,
+    "J": 1,
+    "K": 1,
+    "L": 1,
+    "M": 1,
+    "N": 3,
+    "O": 2,
+    "P": 1,
+    "Q": 2,
+    "R": 2,
+    "S": 1,
+    "T": 1,
+}
 _SECTIONS = ("C", "F", "E", "G", "H", "I", "L", "M", "K", "J", "O", "P", "Q", "R", "N", "A", "D")
 _SECTION_W = (25, 18, 8, 6, 8, 7, 6, 5, 3, 2, 4, 2, 2, 1, 1, 1, 1)
 # unit_type -> (USCC authority + entity chars, weight, reg_type choices or None)
-_UNITS = {"10": ("91", 80, ("173", "173", "173", "159", "159", "171", "160", "110", "151",
-                             "120", "310", "330", "230")),
-          "60": ("92", 8, ("410", "420")), "30": ("12", 5, None), "20": ("11", 3, None),
-          "50": ("52", 2, None), "40": ("51", 2, None)}
+_UNITS = {
+    "10": (
+        "91",
+        80,
+        ("173", "173", "173", "159", "159", "171", "160", "110", "151", "120", "310", "330", "230"),
+    ),
+    "60": ("92", 8, ("410", "420")),
+    "30": ("12", 5, None),
+    "20": ("11", 3, None),
+    "50": ("52", 2, None),
+    "40": ("51", 2, None),
+}
 _UNIT_CODES = tuple(_UNITS)
 _UNIT_W = tuple(u[1] for u in _UNITS.values())
 # insurance type -> (unit rate, personal rate, to-account rate) in basis points of the base [seed]
-_RATES = {"110": (1600, 800, 800), "120": (1600, 800, 800), "210": (50, 50, 0),
-          "310": (800, 200, 200), "320": (100, 0, 0), "330": (50, 0, 0), "410": (40, 0, 0),
-          "510": (80, 0, 0)}
+_RATES = {
+    "110": (1600, 800, 800),
+    "120": (1600, 800, 800),
+    "210": (50, 50, 0),
+    "310": (800, 200, 200),
+    "320": (100, 0, 0),
+    "330": (50, 0, 0),
+    "410": (40, 0, 0),
+    "510": (80, 0, 0),
+}
 _FLEX_RATES = {"110": (0, 2000, 800), "310": (0, 1000, 0)}
 _RESIDENT_FLAT = {"170": 30000, "390": 38000}  # cents a year, paid as one amount [seed]
 _EMPLOYEE_TYPES = ("110", "210", "310", "410", "510")
@@ -75,6 +159,7 @@ _ID_CHECK = "10X98765432"
 
 
 # --- standards arithmetic ----------------------------------------------------------------------
+
 
 def id_check_char(body17: str) -> str:
     """GB 11643 / ISO 7064 MOD 11-2 check character for the first 17 digits."""
@@ -95,6 +180,7 @@ def uscc_check_char(body17: str) -> str:
 
 
 # --- GB/T 2260 counties from stdnum's loc.dat -----------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class _Division:
@@ -133,17 +219,27 @@ def _divisions() -> tuple[dict[str, str], tuple[_Division, ...]]:
                     entries.append(_Division(prefix + match.group(3), part, None, None))
                 else:
                     start, end, name = span.groups()
-                    entries.append(_Division(prefix + match.group(3), name,
-                                             int(start) if start else None,
-                                             int(end) if end else None))
+                    entries.append(
+                        _Division(
+                            prefix + match.group(3),
+                            name,
+                            int(start) if start else None,
+                            int(end) if end else None,
+                        )
+                    )
     return provinces, tuple(entries)
 
 
 def _counties(city_id: str) -> list[_Division]:
     """County-level entries under a prefecture (or a whole municipality given as XX0000)."""
     prefix = city_id[:2] if city_id[2:] == "0000" else city_id[:4]
-    return [d for d in _divisions()[1] if d.code.startswith(prefix) and d.code[4:] != "00"
-            and d.name not in ("市辖区", "县", "市区", "郊区")]
+    return [
+        d
+        for d in _divisions()[1]
+        if d.code.startswith(prefix)
+        and d.code[4:] != "00"
+        and d.name not in ("市辖区", "县", "市区", "郊区")
+    ]
 
 
 def _city_name(city_id: str) -> str:
@@ -156,6 +252,7 @@ def _city_name(city_id: str) -> str:
 
 
 # --- money ---------------------------------------------------------------------------------------
+
 
 def _money(cents: int) -> str:
     sign = "-" if cents < 0 else ""
@@ -174,6 +271,7 @@ def _share(base_cents: int, bp: int) -> int:
 
 # --- the generator -------------------------------------------------------------------------------
 
+
 def _mix(seed: int, city_id: str) -> int:
     return (seed << 32) + zlib.crc32(city_id.encode())
 
@@ -190,8 +288,10 @@ class _CityGen:
         self.short_name = short if len(short) >= 2 else self.city_name
         counties = _counties(city_id)
         self.current = [d.code for d in counties if d.end is None] or [city_id]
-        self.by_year = {y: [d.code for d in counties if d.valid_in(y)]
-                        for y in range(FIRST_BIRTH_YEAR, LAST_BIRTH_YEAR + 1)}
+        self.by_year = {
+            y: [d.code for d in counties if d.valid_in(y)]
+            for y in range(FIRST_BIRTH_YEAR, LAST_BIRTH_YEAR + 1)
+        }
         # birth years in which at least one county of the city existed
         self.years = [y for y, pool in self.by_year.items() if pool] or list(self.by_year)
         self.uscc_seen: set[str] = set()
@@ -215,14 +315,20 @@ class _CityGen:
         if unit_type == "20":
             name = self.city_name + rng.choice(_BUREAUS)
         else:
-            suffix = {"10": "有限公司", "60": "商行", "30": "中心", "50": "服务中心",
-                      "40": "协会"}[unit_type]
+            suffix = {"10": "有限公司", "60": "商行", "30": "中心", "50": "服务中心", "40": "协会"}[
+                unit_type
+            ]
             name = f"{self.short_name}{rng.choice(_FIRMS)}{_TRADES.get(section, '')}{suffix}"
         record: dict[str, Any] = {
-            "type": "employer", "uscc": uscc, "local_emp_no": f"{self.city_id}{serial:08d}",
+            "type": "employer",
+            "uscc": uscc,
+            "local_emp_no": f"{self.city_id}{serial:08d}",
             "name": name,
-            "unit_type": unit_type, "industry": industry, "injury_risk_class": _RISK[section],
-            "region": region, "status": rng.choices("123", (95, 4, 1))[0],
+            "unit_type": unit_type,
+            "industry": industry,
+            "injury_risk_class": _RISK[section],
+            "region": region,
+            "status": rng.choices("123", (95, 4, 1))[0],
             "reg_date": _date(rng, dt.date(1985, 1, 1), dt.date(2023, 12, 31)).isoformat(),
         }
         if reg_types:
@@ -248,21 +354,30 @@ class _CityGen:
         person_id, birth = self.person_id(male)
         given = "".join(rng.choices(_GIVEN, k=1 if rng.random() < 0.3 else 2))
         return {
-            "type": "person", "person_id": person_id, "cert_type": "01",
-            "name": rng.choice(_SURNAMES) + given, "gender": "1" if male else "2",
+            "type": "person",
+            "person_id": person_id,
+            "cert_type": "01",
+            "name": rng.choice(_SURNAMES) + given,
+            "gender": "1" if male else "2",
             "birth_date": birth.isoformat(),
             "ethnicity": "01" if rng.random() < 0.91 else f"{rng.randint(2, 56):02d}",
-            "nationality": "CHN", "education": rng.choices(_EDU, _EDU_W)[0],
-            "hukou_region": person_id[:6] if person_id[:6] in self.current
+            "nationality": "CHN",
+            "education": rng.choices(_EDU, _EDU_W)[0],
+            "hukou_region": person_id[:6]
+            if person_id[:6] in self.current
             else rng.choice(self.current),
             "residence_region": rng.choice(self.current),
-            "work_start_date": _date(rng, birth.replace(year=birth.year + 18, day=1), min(
-                _LAST_DAY, birth.replace(year=birth.year + 24, day=1))).isoformat(),
+            "work_start_date": _date(
+                rng,
+                birth.replace(year=birth.year + 18, day=1),
+                min(_LAST_DAY, birth.replace(year=birth.year + 24, day=1)),
+            ).isoformat(),
             "phone": f"1{rng.choice('35789')}{rng.randrange(10**9):09d}",
         }
 
-    def enrollments(self, person: Mapping[str, Any],
-                    employers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def enrollments(
+        self, person: Mapping[str, Any], employers: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
         rng = self.rng
         birth_year, male = int(person["birth_date"][:4]), person["gender"] == "1"
         types: tuple[str, ...]
@@ -282,13 +397,20 @@ class _CityGen:
         base = max(4462, min(37302, int(rng.lognormvariate(8.95, 0.45)))) * 100
         out = []
         for itype in types:
-            status = "3" if category == "21" and itype == "110" else (
-                "2" if rng.random() < 0.04 else "1")
+            status = (
+                "3"
+                if category == "21" and itype == "110"
+                else ("2" if rng.random() < 0.04 else "1")
+            )
             record: dict[str, Any] = {
-                "type": "insurance_enrollment", "person_id": person["person_id"],
-                "insurance_type": itype, "agency_region": self.city_id,
-                "person_category": category, "first_enroll_date": first.isoformat(),
-                "enroll_date": enrolled.isoformat(), "status": status,
+                "type": "insurance_enrollment",
+                "person_id": person["person_id"],
+                "insurance_type": itype,
+                "agency_region": self.city_id,
+                "person_category": category,
+                "first_enroll_date": first.isoformat(),
+                "enroll_date": enrolled.isoformat(),
+                "status": status,
                 "status_date": _date(rng, enrolled, _LAST_DAY).isoformat(),
             }
             if uscc:
@@ -305,8 +427,11 @@ class _CityGen:
         itype = enrollment["insurance_type"]
         ctype = rng.choices(("10", "21", "31"), (95, 4, 1))[0]
         record: dict[str, Any] = {
-            "type": "contribution", "person_id": enrollment["person_id"], "insurance_type": itype,
-            "fee_month": f"{year:04d}{month + 1:02d}", "contribution_type": ctype,
+            "type": "contribution",
+            "person_id": enrollment["person_id"],
+            "insurance_type": itype,
+            "fee_month": f"{year:04d}{month + 1:02d}",
+            "contribution_type": ctype,
             "agency_region": enrollment["agency_region"],
         }
         if "contribution_base" in enrollment:
@@ -362,8 +487,11 @@ def generate_records(city_id: str, n: int, *, seed: int = 0) -> list[dict[str, A
     n_con = n - n_emp - n_per - len(enrollments)
     paying = [e for e in enrollments if e["status"] == "1" and e["person_category"] in ("11", "31")]
     paying = paying or enrollments
-    contributions = [gen.contribution(paying[i % len(paying)], i // len(paying))
-                     for i in range(n_con)] if paying else []
+    contributions = (
+        [gen.contribution(paying[i % len(paying)], i // len(paying)) for i in range(n_con)]
+        if paying
+        else []
+    )
     return employers + persons + enrollments + contributions
 
 
@@ -374,8 +502,9 @@ def _live(records: Sequence[Mapping[str, Any]], k: int) -> list[Mapping[str, Any
     return live
 
 
-def generate_updates(records: Sequence[Mapping[str, Any]], k: int,
-                     seed: int = 0) -> list[dict[str, Any]]:
+def generate_updates(
+    records: Sequence[Mapping[str, Any]], k: int, seed: int = 0
+) -> list[dict[str, Any]]:
     """k changed versions of distinct records from `records` (same natural key, new content)."""
     live = _live(records, k)
     rng = random.Random(_mix(seed, "updates"))
@@ -397,14 +526,16 @@ def generate_updates(records: Sequence[Mapping[str, Any]], k: int,
                 record["status"] = "2" if record.get("status") == "1" else "1"
         else:
             paid = record.get("paid_date", "2025-01-15")
-            record["paid_date"] = (dt.date.fromisoformat(paid)
-                                   + dt.timedelta(days=rng.randint(1, 60))).isoformat()
+            record["paid_date"] = (
+                dt.date.fromisoformat(paid) + dt.timedelta(days=rng.randint(1, 60))
+            ).isoformat()
         out.append(record)
     return out
 
 
-def generate_tombstones(records: Sequence[Mapping[str, Any]], k: int,
-                        seed: int = 0) -> list[dict[str, Any]]:
+def generate_tombstones(
+    records: Sequence[Mapping[str, Any]], k: int, seed: int = 0
+) -> list[dict[str, Any]]:
     """k tombstones (`deleted: true` plus the natural key) for distinct records of `records`."""
     live = _live(records, k)
     rng = random.Random(_mix(seed, "tombstones"))

@@ -11,6 +11,7 @@ code. It does not simulate faults (see the tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import tempfile
@@ -145,7 +146,9 @@ async def verify_network(layout: NetworkLayout, nodes: dict[str, Node]) -> dict[
         "problems": problems,
         "batches_verified": report.batches,
         "changes_verified": report.changes,
-        "digests": {c.id: digests[c.id][c.id].digest for c in layout.cities() if c.id in digests[c.id]},
+        "digests": {
+            c.id: digests[c.id][c.id].digest for c in layout.cities() if c.id in digests[c.id]
+        },
     }
 
 
@@ -171,15 +174,16 @@ async def run_demo(opts: DemoOptions) -> int:
         nodes = await start_network(layout)
         started = time.monotonic()
         sizes = await asyncio.gather(
-            *(
-                fill_city(nodes[c.id], opts.records_per_city, opts.seed)
-                for c in layout.cities()
-            )
+            *(fill_city(nodes[c.id], opts.records_per_city, opts.seed) for c in layout.cities())
         )
         generated = time.monotonic()
         converged = await wait_converged(layout, nodes, opts.timeout_s)
         synced = time.monotonic()
-        result = await verify_network(layout, nodes) if converged else {"problems": ["did not converge before the timeout"]}
+        result = (
+            await verify_network(layout, nodes)
+            if converged
+            else {"problems": ["did not converge before the timeout"]}
+        )
         verified = converged and not result["problems"]
         statuses = {e.id: await nodes[e.id].status_dict() for e in layout.nodes}
         summary = {
@@ -211,10 +215,8 @@ async def run_demo(opts: DemoOptions) -> int:
             render(console, layout, summary)
         if opts.keep_running:
             console.print("network is running; press Ctrl-C to stop")
-            try:
+            with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
                 await asyncio.Event().wait()
-            except (KeyboardInterrupt, asyncio.CancelledError):
-                pass
         return 0 if verified else 1
     finally:
         await stop_network(nodes)
@@ -246,7 +248,9 @@ def render(console: Console, layout: NetworkLayout, summary: dict[str, Any]) -> 
         f"({summary['changes_verified']} changes) verified against their cities' keys"
     )
     if summary["verified"]:
-        console.print("[bold green]verified[/]: the ministry holds exactly the union of the cities' records")
+        console.print(
+            "[bold green]verified[/]: the ministry holds exactly the union of the cities' records"
+        )
     else:
         console.print("[bold red]NOT verified[/]:")
         for problem in summary["problems"]:

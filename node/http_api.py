@@ -35,7 +35,9 @@ def _authorised(node: Node, request: web.Request) -> bool:
 async def post_records(request: web.Request) -> web.Response:
     node: Node = request.app[NODE_KEY]
     if not _authorised(node, request):
-        return json_error(401, "unauthenticated", "a valid ingest token is required (Authorization: Bearer ...)")
+        return json_error(
+            401, "unauthenticated", "a valid ingest token is required (Authorization: Bearer ...)"
+        )
     limit = node.config.limits.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return json_error(413, "too_large", f"body exceeds {limit} bytes")
@@ -64,13 +66,19 @@ async def post_records(request: web.Request) -> web.Response:
             errors.append({"index": index, "field": exc.field, "reason": exc.reason})
     if errors:
         return json_error(
-            422, "invalid_record", f"{len(errors)} of {len(data)} records are invalid; nothing was stored",
+            422,
+            "invalid_record",
+            f"{len(errors)} of {len(data)} records are invalid; nothing was stored",
             records=errors[:100],
         )
     result = await node.ingest(valid)
     return web.json_response(
-        {"accepted": len(valid), "changed": result.changed, "unchanged": result.unchanged,
-         "last_seq": result.last_seq}
+        {
+            "accepted": len(valid),
+            "changed": result.changed,
+            "unchanged": result.unchanged,
+            "last_seq": result.last_seq,
+        }
     )
 
 
@@ -81,7 +89,9 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def get_healthz(request: web.Request) -> web.Response:
     node: Node = request.app[NODE_KEY]
-    return web.json_response({"status": "ok", "node": node.config.node_id, "level": node.config.level.value})
+    return web.json_response(
+        {"status": "ok", "node": node.config.node_id, "level": node.config.level.value}
+    )
 
 
 async def get_metrics(request: web.Request) -> web.Response:

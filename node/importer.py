@@ -36,7 +36,9 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
 
 
-def _rows(path: Path, fmt: str, record_type: str | None) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+def _rows(
+    path: Path, fmt: str, record_type: str | None
+) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     if fmt == "csv":
         assert record_type is not None
         return read_csv(path, record_type)
@@ -114,7 +116,9 @@ def import_file(
                         raise RuntimeError("file changed during import; nothing imported")
             else:
                 for batch in _chunks(_validated(path, fmt, record_type, report), chunk):
-                    _add(report, db.write_sync(ingest_txn, batch, clock.time_ms(), BUILTIN_STANDARDS))
+                    _add(
+                        report, db.write_sync(ingest_txn, batch, clock.time_ms(), BUILTIN_STANDARDS)
+                    )
                     report.accepted += len(batch)
                     progress.update(task, completed=report.accepted + report.rejected)
         return report
@@ -122,7 +126,9 @@ def import_file(
         db.close()
 
 
-def _chunks(items: Iterator[tuple[int, ValidRecord | None]], size: int) -> Iterator[list[ValidRecord]]:
+def _chunks(
+    items: Iterator[tuple[int, ValidRecord | None]], size: int
+) -> Iterator[list[ValidRecord]]:
     buf: list[ValidRecord] = []
     for _, rec in items:
         if rec is None:

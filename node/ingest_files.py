@@ -88,16 +88,27 @@ def read_jsonl(path: Path) -> Iterator[RowResult]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield row, RowError(row, "", f"line is not valid UTF-8 (bad byte at position "
-                                             f"{exc.start + 1}); save the file as UTF-8")
+                yield (
+                    row,
+                    RowError(
+                        row,
+                        "",
+                        f"line is not valid UTF-8 (bad byte at position "
+                        f"{exc.start + 1}); save the file as UTF-8",
+                    ),
+                )
                 continue
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield row, RowError(row, "", f"line is not a JSON object: {exc.msg} "
-                                             f"at column {exc.colno}")
+                yield (
+                    row,
+                    RowError(
+                        row, "", f"line is not a JSON object: {exc.msg} at column {exc.colno}"
+                    ),
+                )
                 continue
             if not isinstance(obj, dict):
                 yield row, RowError(row, "", f"line is not a JSON object: it is {_json_kind(obj)}")
@@ -154,14 +165,26 @@ def read_csv(path: Path, record_type: str) -> Iterator[RowResult]:
                 yield row, RowError(row, field, "is not valid UTF-8; save the file as UTF-8")
                 continue
             if len(cells) != len(names):
-                yield row, RowError(row, "", f"row has {len(cells)} cells but the header has "
-                                             f"{len(names)} columns")
+                yield (
+                    row,
+                    RowError(
+                        row,
+                        "",
+                        f"row has {len(cells)} cells but the header has {len(names)} columns",
+                    ),
+                )
                 continue
             obj: dict[str, Any] = {n: c for n, c in zip(names, cells, strict=True) if c.strip()}
             given = obj.get("type", record_type).strip()
             if given != record_type:
-                yield row, RowError(row, "type", f"says {given!r} but this file is being imported "
-                                                 f"as {record_type!r}")
+                yield (
+                    row,
+                    RowError(
+                        row,
+                        "type",
+                        f"says {given!r} but this file is being imported as {record_type!r}",
+                    ),
+                )
                 continue
             obj["type"] = record_type
             yield row, obj

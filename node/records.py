@@ -118,79 +118,156 @@ class ValidRecord:
 
 # --- code tables ----------------------------------------------------------------------------------
 
+
 def _table(name: str, entries: str, hint: str = "") -> CodeTable:
     pairs = [item.strip().partition(" ") for item in entries.split(";")]
     return CodeTable(name, tuple((code, label.strip()) for code, _, label in pairs), hint)
 
 
 _ETHNICITY = (
-    *((f"{i:02d}", "") for i in range(1, 57)), ("97", "其他"), ("98", "外国血统中国籍人士"),
+    *((f"{i:02d}", "") for i in range(1, 57)),
+    ("97", "其他"),
+    ("98", "外国血统中国籍人士"),
 )
 
-CODE_TABLES: Mapping[str, CodeTable] = MappingProxyType({t.name: t for t in (
-    # GB/T 2261.1-2003 [official]; 5/6 (changed sex) are left out on purpose.
-    _table("CT_GENDER", "1 男性;2 女性;0 未知的性别;9 未说明的性别"),
-    # MOHRSS AAC058 / NHSA psn_cert_type [seed]
-    _table("CT_CERT_TYPE", "01 居民身份证(户口簿);02 中国人民解放军军官证;"
-           "03 中国人民武装警察警官证;04 港澳居民来往内地通行证;06 台湾居民来往大陆通行证;"
-           "07 外国人永久居留身份证;"
-           "08 外国人护照;90 社会保障卡;99 其他身份证件"),
-    # GB 3304-1991 [official]
-    CodeTable("CT_ETHNICITY", _ETHNICITY,
-              "must be a 2-digit ethnicity code from GB 3304: 01 to 56 (01 汉族), 97 or 98"),
-    # GB/T 4658-2006 [official]
-    _table("CT_EDUCATION", "10 研究生教育;11 博士研究生毕业;12 博士研究生结业;13 博士研究生肄业;"
-           "14 硕士研究生毕业;15 硕士研究生结业;16 硕士研究生肄业;17 研究生班毕业;18 研究生班结业;"
-           "19 研究生班肄业;20 大学本科教育;21 大学本科毕业;22 大学本科结业;23 大学本科肄业;"
-           "28 大学普通班毕业;30 大学专科教育;31 大学专科毕业;32 大学专科结业;33 大学专科肄业;"
-           "40 中等职业教育;41 中等专科毕业;42 中等专科结业;43 中等专科肄业;44 职业高中毕业;"
-           "45 职业高中结业;46 职业高中肄业;47 技工学校毕业;48 技工学校结业;49 技工学校肄业;"
-           "60 普通高级中学教育;61 普通高中毕业;62 普通高中结业;63 普通高中肄业;70 初级中学教育;"
-           "71 初中毕业;73 初中肄业;80 小学教育;81 小学毕业;83 小学肄业;90 其他",
-           "must be a 2-digit education code from GB/T 4658, e.g. 20 大学本科教育, "
-           "30 大学专科教育, 60 普通高级中学教育, 90 其他"),
-    # MOHRSS AAE140
-    _table("CT_INSURANCE_TYPE", "110 企业职工基本养老保险;120 机关事业单位养老保险;"
-           "170 城乡居民基本养老保险;210 失业保险;310 职工基本医疗保险;320 公务员医疗补助;"
-           "330 大额医疗费用补助;390 城乡居民基本医疗保险;410 工伤保险;510 生育保险"),
-    _table("CT_PERSON_CATEGORY", "11 在职;21 退休;31 灵活就业;41 城乡居民"),  # [seed]
-    _table("CT_ENROLL_STATUS", "1 参保缴费;2 暂停缴费;3 终止缴费"),  # AAC031
-    _table("CT_CONTRIB_TYPE", "10 正常应缴;21 补缴;31 退费"),  # [seed]
-    # AAB019-like [seed]
-    _table("CT_UNIT_TYPE", "10 企业;20 机关;30 事业单位;40 社会团体;50 民办非企业单位;"
-           "60 个体工商户;90 其他"),
-    # modelled on the NBS 登记注册类型 (2011) [seed]
-    _table("CT_REG_TYPE", "110 国有企业;120 集体企业;130 股份合作企业;141 国有联营企业;"
-           "142 集体联营企业;143 国有与集体联营企业;149 其他联营企业;151 国有独资公司;"
-           "159 其他有限责任公司;160 股份有限公司;171 私营独资企业;172 私营合伙企业;"
-           "173 私营有限责任公司;174 私营股份有限公司;190 其他企业;210 合资经营企业(港或澳、台资);"
-           "220 合作经营企业(港或澳、台资);230 港、澳、台商独资经营企业;"
-           "240 港、澳、台商投资股份有限公司;290 其他港、澳、台商投资企业;310 中外合资经营企业;"
-           "320 中外合作经营企业;330 外资企业;340 外商投资股份有限公司;390 其他外商投资企业;"
-           "410 个体户;420 个人合伙",
-           "must be a 3-digit registration type (NBS 登记注册类型), e.g. 110 国有企业, "
-           "173 私营有限责任公司, 330 外资企业, 410 个体户"),
-    _table("CT_EMP_STATUS", "1 正常;2 注销;3 暂停"),  # [seed]
-    _table("CT_INJURY_RISK", ";".join(f"{i} {i}类" for i in range(1, 9))),
-)})
+CODE_TABLES: Mapping[str, CodeTable] = MappingProxyType(
+    {
+        t.name: t
+        for t in (
+            # GB/T 2261.1-2003 [official]; 5/6 (changed sex) are left out on purpose.
+            _table("CT_GENDER", "1 男性;2 女性;0 未知的性别;9 未说明的性别"),
+            # MOHRSS AAC058 / NHSA psn_cert_type [seed]
+            _table(
+                "CT_CERT_TYPE",
+                "01 居民身份证(户口簿);02 中国人民解放军军官证;"
+                "03 中国人民武装警察警官证;04 港澳居民来往内地通行证;06 台湾居民来往大陆通行证;"
+                "07 外国人永久居留身份证;"
+                "08 外国人护照;90 社会保障卡;99 其他身份证件",
+            ),
+            # GB 3304-1991 [official]
+            CodeTable(
+                "CT_ETHNICITY",
+                _ETHNICITY,
+                "must be a 2-digit ethnicity code from GB 3304: 01 to 56 (01 汉族), 97 or 98",
+            ),
+            # GB/T 4658-2006 [official]
+            _table(
+                "CT_EDUCATION",
+                "10 研究生教育;11 博士研究生毕业;12 博士研究生结业;13 博士研究生肄业;"
+                "14 硕士研究生毕业;15 硕士研究生结业;16 硕士研究生肄业;17 研究生班毕业;18 研究生班结业;"
+                "19 研究生班肄业;20 大学本科教育;21 大学本科毕业;22 大学本科结业;23 大学本科肄业;"
+                "28 大学普通班毕业;30 大学专科教育;31 大学专科毕业;32 大学专科结业;33 大学专科肄业;"
+                "40 中等职业教育;41 中等专科毕业;42 中等专科结业;43 中等专科肄业;44 职业高中毕业;"
+                "45 职业高中结业;46 职业高中肄业;47 技工学校毕业;48 技工学校结业;49 技工学校肄业;"
+                "60 普通高级中学教育;61 普通高中毕业;62 普通高中结业;63 普通高中肄业;70 初级中学教育;"
+                "71 初中毕业;73 初中肄业;80 小学教育;81 小学毕业;83 小学肄业;90 其他",
+                "must be a 2-digit education code from GB/T 4658, e.g. 20 大学本科教育, "
+                "30 大学专科教育, 60 普通高级中学教育, 90 其他",
+            ),
+            # MOHRSS AAE140
+            _table(
+                "CT_INSURANCE_TYPE",
+                "110 企业职工基本养老保险;120 机关事业单位养老保险;"
+                "170 城乡居民基本养老保险;210 失业保险;310 职工基本医疗保险;320 公务员医疗补助;"
+                "330 大额医疗费用补助;390 城乡居民基本医疗保险;410 工伤保险;510 生育保险",
+            ),
+            _table("CT_PERSON_CATEGORY", "11 在职;21 退休;31 灵活就业;41 城乡居民"),  # [seed]
+            _table("CT_ENROLL_STATUS", "1 参保缴费;2 暂停缴费;3 终止缴费"),  # AAC031
+            _table("CT_CONTRIB_TYPE", "10 正常应缴;21 补缴;31 退费"),  # [seed]
+            # AAB019-like [seed]
+            _table(
+                "CT_UNIT_TYPE",
+                "10 企业;20 机关;30 事业单位;40 社会团体;50 民办非企业单位;60 个体工商户;90 其他",
+            ),
+            # modelled on the NBS 登记注册类型 (2011) [seed]
+            _table(
+                "CT_REG_TYPE",
+                "110 国有企业;120 集体企业;130 股份合作企业;141 国有联营企业;"
+                "142 集体联营企业;143 国有与集体联营企业;149 其他联营企业;151 国有独资公司;"
+                "159 其他有限责任公司;160 股份有限公司;171 私营独资企业;172 私营合伙企业;"
+                "173 私营有限责任公司;174 私营股份有限公司;190 其他企业;210 合资经营企业(港或澳、台资);"
+                "220 合作经营企业(港或澳、台资);230 港、澳、台商独资经营企业;"
+                "240 港、澳、台商投资股份有限公司;290 其他港、澳、台商投资企业;310 中外合资经营企业;"
+                "320 中外合作经营企业;330 外资企业;340 外商投资股份有限公司;390 其他外商投资企业;"
+                "410 个体户;420 个人合伙",
+                "must be a 3-digit registration type (NBS 登记注册类型), e.g. 110 国有企业, "
+                "173 私营有限责任公司, 330 外资企业, 410 个体户",
+            ),
+            _table("CT_EMP_STATUS", "1 正常;2 注销;3 暂停"),  # [seed]
+            _table("CT_INJURY_RISK", ";".join(f"{i} {i}类" for i in range(1, 9))),
+        )
+    }
+)
 
 # GB/T 2260 province-level prefixes (31 mainland units plus 71 台湾, 81 香港, 82 澳门).
-PROVINCE_PREFIXES: frozenset[str] = frozenset({
-    "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37",
-    "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64",
-    "65", "71", "81", "82",
-})
+PROVINCE_PREFIXES: frozenset[str] = frozenset(
+    {
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "21",
+        "22",
+        "23",
+        "31",
+        "32",
+        "33",
+        "34",
+        "35",
+        "36",
+        "37",
+        "41",
+        "42",
+        "43",
+        "44",
+        "45",
+        "46",
+        "50",
+        "51",
+        "52",
+        "53",
+        "54",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "71",
+        "81",
+        "82",
+    }
+)
 
 # GB/T 4754-2017: section letter -> range of its 2-digit divisions [official].
-INDUSTRY_SECTIONS: Mapping[str, tuple[int, int]] = MappingProxyType({
-    "A": (1, 5), "B": (6, 12), "C": (13, 43), "D": (44, 46), "E": (47, 50), "F": (51, 52),
-    "G": (53, 60), "H": (61, 62), "I": (63, 65), "J": (66, 69), "K": (70, 70), "L": (71, 72),
-    "M": (73, 75), "N": (76, 79), "O": (80, 82), "P": (83, 83), "Q": (84, 85), "R": (86, 90),
-    "S": (91, 96), "T": (97, 97),
-})
+INDUSTRY_SECTIONS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        "A": (1, 5),
+        "B": (6, 12),
+        "C": (13, 43),
+        "D": (44, 46),
+        "E": (47, 50),
+        "F": (51, 52),
+        "G": (53, 60),
+        "H": (61, 62),
+        "I": (63, 65),
+        "J": (66, 69),
+        "K": (70, 70),
+        "L": (71, 72),
+        "M": (73, 75),
+        "N": (76, 79),
+        "O": (80, 82),
+        "P": (83, 83),
+        "Q": (84, 85),
+        "R": (86, 90),
+        "S": (91, 96),
+        "T": (97, 97),
+    }
+)
 
 
 # --- normalising one value ------------------------------------------------------------------------
+
 
 class _Reject(Exception):
     """A value failed its kind; carries the reason only (the caller knows the field)."""
@@ -330,8 +407,9 @@ def _checked_uscc(code: str) -> str:
     except InvalidChecksum:
         raise _Reject("check character does not match; the code was probably mistyped") from None
     except ValidationError:
-        raise _Reject("must be 8 digits followed by 10 digits or capital letters "
-                      "(not I, O, S, V or Z)") from None
+        raise _Reject(
+            "must be 8 digits followed by 10 digits or capital letters (not I, O, S, V or Z)"
+        ) from None
     if code[2:4] not in PROVINCE_PREFIXES and code[2:4] != "10":
         raise _Reject("characters 3-8 must be the registering region code (GB/T 2260)")
     return code
@@ -348,11 +426,15 @@ def _norm_industry(value: object) -> str:
     code = _text(value).upper()
     match = _INDUSTRY.fullmatch(code)
     span = INDUSTRY_SECTIONS.get(match.group(1)) if match else None
-    if match is None or span is None or (
-        match.group(2) and not span[0] <= int(match.group(2)[:2]) <= span[1]
+    if (
+        match is None
+        or span is None
+        or (match.group(2) and not span[0] <= int(match.group(2)[:2]) <= span[1])
     ):
-        raise _Reject("must be a GB/T 4754 industry code: a section letter A-T, optionally "
-                      "followed by 2-4 digits of that section, like C or C13 or I6510")
+        raise _Reject(
+            "must be a GB/T 4754 industry code: a section letter A-T, optionally "
+            "followed by 2-4 digits of that section, like C or C13 or I6510"
+        )
     return code
 
 
@@ -363,11 +445,20 @@ def _norm_country(value: object) -> str:
     return code
 
 
-_SIMPLE_KINDS: Mapping[str, Callable[[object], str]] = MappingProxyType({
-    "str": _text, "int": _norm_int, "bool": _norm_bool, "date": _norm_date, "ym": _norm_ym,
-    "person_id": _norm_person_id, "uscc": _norm_uscc, "region": _norm_region,
-    "industry": _norm_industry, "country": _norm_country,
-})
+_SIMPLE_KINDS: Mapping[str, Callable[[object], str]] = MappingProxyType(
+    {
+        "str": _text,
+        "int": _norm_int,
+        "bool": _norm_bool,
+        "date": _norm_date,
+        "ym": _norm_ym,
+        "person_id": _norm_person_id,
+        "uscc": _norm_uscc,
+        "region": _norm_region,
+        "industry": _norm_industry,
+        "country": _norm_country,
+    }
+)
 _DEC_KIND = re.compile(r"dec\((\d+),(\d+)\)")
 
 
@@ -385,14 +476,17 @@ def _normaliser(kind: str) -> Callable[[object], str]:
 
 # --- cross-field checks -------------------------------------------------------------------------
 
+
 def _gender_matches_id(payload: Mapping[str, str]) -> None:
     gender, person_id = payload.get("gender"), payload["person_id"]
     if gender in ("1", "2"):
         implied = "1" if int(person_id[16]) % 2 else "2"
         if gender != implied:
             words = {"1": "male (1)", "2": "female (2)"}
-            raise RecordInvalid("gender", f"is {words[gender]} but digit 17 of person_id means "
-                                          f"{words[implied]}; check both")
+            raise RecordInvalid(
+                "gender",
+                f"is {words[gender]} but digit 17 of person_id means {words[implied]}; check both",
+            )
 
 
 def _birth_date_matches_id(payload: Mapping[str, str]) -> None:
@@ -403,6 +497,7 @@ def _birth_date_matches_id(payload: Mapping[str, str]) -> None:
 
 # --- schemas --------------------------------------------------------------------------------------
 
+
 def _f(name: str, kind: str, max_len: int | None = None, *, req: bool = False) -> FieldSpec:
     return FieldSpec(name, kind, req, max_len)
 
@@ -412,57 +507,74 @@ def _c(name: str, table: str, max_len: int, *, req: bool = False, kind: str = "s
 
 
 _SCHEMAS = (
-    RecordSchema("person", (
-        _f("person_id", "person_id", 18, req=True),
-        _c("cert_type", "CT_CERT_TYPE", 2),
-        _f("name", "str", 50, req=True),
-        _c("gender", "CT_GENDER", 1),
-        _f("birth_date", "date"),
-        _c("ethnicity", "CT_ETHNICITY", 2),
-        _f("nationality", "country", 3),
-        _c("education", "CT_EDUCATION", 2),
-        _f("hukou_region", "region", 6),
-        _f("residence_region", "region", 6),
-        _f("work_start_date", "date"),
-        _f("phone", "str", 20),
-    ), ("person_id",), (_gender_matches_id, _birth_date_matches_id)),
-    RecordSchema("employer", (
-        _f("uscc", "uscc", 18, req=True),
-        _f("local_emp_no", "str", 20),
-        _f("name", "str", 100, req=True),
-        _c("unit_type", "CT_UNIT_TYPE", 2),
-        _c("reg_type", "CT_REG_TYPE", 3),
-        _f("industry", "industry", 5),
-        _c("injury_risk_class", "CT_INJURY_RISK", 1, kind="int"),
-        _f("region", "region", 6, req=True),
-        _c("status", "CT_EMP_STATUS", 1),
-        _f("reg_date", "date"),
-    ), ("uscc",)),
-    RecordSchema("insurance_enrollment", (
-        _f("person_id", "person_id", 18, req=True),
-        _c("insurance_type", "CT_INSURANCE_TYPE", 3, req=True),
-        _f("uscc", "uscc", 18),  # absent for flexible employment and residents' schemes
-        _f("agency_region", "region", 6, req=True),
-        _c("person_category", "CT_PERSON_CATEGORY", 2),
-        _f("first_enroll_date", "date"),
-        _f("enroll_date", "date", req=True),
-        _c("status", "CT_ENROLL_STATUS", 1, req=True),
-        _f("status_date", "date"),
-        _f("contribution_base", "dec(14,2)"),
-    ), ("person_id", "insurance_type", "agency_region")),
-    RecordSchema("contribution", (
-        _f("person_id", "person_id", 18, req=True),
-        _c("insurance_type", "CT_INSURANCE_TYPE", 3, req=True),
-        _f("uscc", "uscc", 18),  # absent = individual payer; "" in the natural key
-        _f("fee_month", "ym", req=True),
-        _c("contribution_type", "CT_CONTRIB_TYPE", 2, req=True),
-        _f("base", "dec(14,2)"),
-        _f("unit_amount", "dec(12,2)", req=True),
-        _f("personal_amount", "dec(12,2)", req=True),
-        _f("to_account_amount", "dec(12,2)"),
-        _f("paid_date", "date"),
-        _f("agency_region", "region", 6),
-    ), ("person_id", "insurance_type", "fee_month", "uscc", "contribution_type")),
+    RecordSchema(
+        "person",
+        (
+            _f("person_id", "person_id", 18, req=True),
+            _c("cert_type", "CT_CERT_TYPE", 2),
+            _f("name", "str", 50, req=True),
+            _c("gender", "CT_GENDER", 1),
+            _f("birth_date", "date"),
+            _c("ethnicity", "CT_ETHNICITY", 2),
+            _f("nationality", "country", 3),
+            _c("education", "CT_EDUCATION", 2),
+            _f("hukou_region", "region", 6),
+            _f("residence_region", "region", 6),
+            _f("work_start_date", "date"),
+            _f("phone", "str", 20),
+        ),
+        ("person_id",),
+        (_gender_matches_id, _birth_date_matches_id),
+    ),
+    RecordSchema(
+        "employer",
+        (
+            _f("uscc", "uscc", 18, req=True),
+            _f("local_emp_no", "str", 20),
+            _f("name", "str", 100, req=True),
+            _c("unit_type", "CT_UNIT_TYPE", 2),
+            _c("reg_type", "CT_REG_TYPE", 3),
+            _f("industry", "industry", 5),
+            _c("injury_risk_class", "CT_INJURY_RISK", 1, kind="int"),
+            _f("region", "region", 6, req=True),
+            _c("status", "CT_EMP_STATUS", 1),
+            _f("reg_date", "date"),
+        ),
+        ("uscc",),
+    ),
+    RecordSchema(
+        "insurance_enrollment",
+        (
+            _f("person_id", "person_id", 18, req=True),
+            _c("insurance_type", "CT_INSURANCE_TYPE", 3, req=True),
+            _f("uscc", "uscc", 18),  # absent for flexible employment and residents' schemes
+            _f("agency_region", "region", 6, req=True),
+            _c("person_category", "CT_PERSON_CATEGORY", 2),
+            _f("first_enroll_date", "date"),
+            _f("enroll_date", "date", req=True),
+            _c("status", "CT_ENROLL_STATUS", 1, req=True),
+            _f("status_date", "date"),
+            _f("contribution_base", "dec(14,2)"),
+        ),
+        ("person_id", "insurance_type", "agency_region"),
+    ),
+    RecordSchema(
+        "contribution",
+        (
+            _f("person_id", "person_id", 18, req=True),
+            _c("insurance_type", "CT_INSURANCE_TYPE", 3, req=True),
+            _f("uscc", "uscc", 18),  # absent = individual payer; "" in the natural key
+            _f("fee_month", "ym", req=True),
+            _c("contribution_type", "CT_CONTRIB_TYPE", 2, req=True),
+            _f("base", "dec(14,2)"),
+            _f("unit_amount", "dec(12,2)", req=True),
+            _f("personal_amount", "dec(12,2)", req=True),
+            _f("to_account_amount", "dec(12,2)"),
+            _f("paid_date", "date"),
+            _f("agency_region", "region", 6),
+        ),
+        ("person_id", "insurance_type", "fee_month", "uscc", "contribution_type"),
+    ),
 )
 
 RECORD_TYPES: Mapping[str, RecordSchema] = MappingProxyType({s.name: s for s in _SCHEMAS})
@@ -470,6 +582,7 @@ _RESERVED = frozenset({"type", "deleted"})
 
 
 # --- validation -----------------------------------------------------------------------------------
+
 
 def _normalise(spec: FieldSpec, raw: object) -> str | None:
     """The normalised value, or None when the field is absent (missing, null or blank)."""
@@ -480,12 +593,15 @@ def _normalise(spec: FieldSpec, raw: object) -> str | None:
     except _Reject as exc:
         raise RecordInvalid(spec.name, str(exc)) from None
     if spec.max_len is not None and len(value) > spec.max_len:
-        raise RecordInvalid(spec.name, f"must be at most {spec.max_len} characters "
-                                       f"(this one has {len(value)})")
+        raise RecordInvalid(
+            spec.name, f"must be at most {spec.max_len} characters (this one has {len(value)})"
+        )
     if spec.codes is not None and value not in spec.codes:
         table = CODE_TABLES.get(spec.table) if spec.table else None
-        raise RecordInvalid(spec.name, table.expectation() if table else
-                            "must be one of " + ", ".join(sorted(spec.codes)))
+        raise RecordInvalid(
+            spec.name,
+            table.expectation() if table else "must be one of " + ", ".join(sorted(spec.codes)),
+        )
     return value
 
 
@@ -506,8 +622,12 @@ def validate_record(obj: Mapping[str, Any]) -> ValidRecord:
     rtype = obj.get("type")
     schema = RECORD_TYPES.get(rtype) if isinstance(rtype, str) else None
     if schema is None:
-        raise RecordInvalid("type", ("is missing; it " if rtype is None else "") +
-                            "must be one of " + ", ".join(RECORD_TYPES))
+        raise RecordInvalid(
+            "type",
+            ("is missing; it " if rtype is None else "")
+            + "must be one of "
+            + ", ".join(RECORD_TYPES),
+        )
     try:
         flag = obj.get("deleted")
         deleted = flag not in (None, "") and _norm_bool(flag) == "1"
@@ -523,8 +643,9 @@ def validate_record(obj: Mapping[str, Any]) -> ValidRecord:
         if value is not None:
             payload[spec.name] = value
         elif spec.required:
-            raise RecordInvalid(spec.name, f"is required in a {schema.name} record "
-                                           "but is missing or empty")
+            raise RecordInvalid(
+                spec.name, f"is required in a {schema.name} record but is missing or empty"
+            )
     if not deleted:
         for check in schema.checks:
             check(payload)

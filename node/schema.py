@@ -88,7 +88,9 @@ batches = Table(
     Column("quarantine_code", String(64), nullable=False),
     Column("quarantine_reason", Text, nullable=False),
 )
-Index("ux_batches_origin_range", batches.c.origin, batches.c.epoch, batches.c.first_seq, unique=True)
+Index(
+    "ux_batches_origin_range", batches.c.origin, batches.c.epoch, batches.c.first_seq, unique=True
+)
 Index("ix_batches_pending", batches.c.acked, batches.c.id)
 
 # What this node has applied from each origin: highest contiguous seq and the chain head there.

@@ -21,9 +21,9 @@ from sync.store import SyncStore
 
 async def probe(url: str, timeout_s: float = 3.0) -> tuple[bool, str]:
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
-            async with s.get(url + "/healthz") as resp:
-                return resp.status == 200, f"HTTP {resp.status}"
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url + "/healthz") as resp:
+            return resp.status == 200, f"HTTP {resp.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return False, type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
@@ -39,7 +39,11 @@ async def collect_status(config: NodeConfig) -> dict[str, Any]:
     clock = SystemClock()
     lag = None
     if config.parent is not None:
-        lag = 0.0 if view.oldest_unacked_ms is None else (clock.time_ms() - view.oldest_unacked_ms) / 1000
+        lag = (
+            0.0
+            if view.oldest_unacked_ms is None
+            else (clock.time_ms() - view.oldest_unacked_ms) / 1000
+        )
     doc = status_document(config, view, link, lag)
     if config.parent is not None:
         reachable, detail = await probe(config.parent.url)
@@ -58,7 +62,9 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{doc['node']}[/] {doc['name']} ({doc['level']})  epoch {doc['epoch']}")
     table = Table("origin", "records", "watermark (seq applied)", title="records by origin")
     for origin in sorted(set(doc["records_by_origin"]) | set(doc["watermarks"])):
-        marks = ", ".join(f"{seq} @{epoch[:8]}" for epoch, seq in doc["watermarks"].get(origin, {}).items())
+        marks = ", ".join(
+            f"{seq} @{epoch[:8]}" for epoch, seq in doc["watermarks"].get(origin, {}).items()
+        )
         table.add_row(origin, str(doc["records_by_origin"].get(origin, 0)), marks or "-")
     console.print(table)
     parent = doc.get("parent")

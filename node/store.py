@@ -66,7 +66,16 @@ def upsert_record_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None
         index_elements=[records.c.record_type, records.c.owner, records.c.key],
         set_={
             c: ins.excluded[c]
-            for c in ("version", "deleted", "payload", "standards", "hash", "epoch", "seq", "updated_ms")
+            for c in (
+                "version",
+                "deleted",
+                "payload",
+                "standards",
+                "hash",
+                "epoch",
+                "seq",
+                "updated_ms",
+            )
         },
         where=ins.excluded.version > records.c.version,
     )
@@ -100,7 +109,7 @@ def _init_meta_txn(conn: Connection, node_id: str, now_ms: int) -> tuple[Meta, b
     return Meta(node_id, epoch, now_ms, 0, 0, ZERO_HASH), True
 
 
-def _meta(row: Mapping[str, Any]) -> Meta:
+def _meta(row: Any) -> Meta:
     return Meta(
         node_id=row["node_id"],
         epoch=row["epoch"],
@@ -158,7 +167,11 @@ def ingest_txn(
         if current is None and rec.deleted:
             result.unchanged += 1
             continue
-        if current is not None and current[1] == rec.deleted and (rec.deleted or current[2] == body):
+        if (
+            current is not None
+            and current[1] == rec.deleted
+            and (rec.deleted or current[2] == body)
+        ):
             result.unchanged += 1
             continue
         version = 1 if current is None else current[0] + 1
@@ -195,7 +208,9 @@ def ingest_txn(
                 "deleted": rec.deleted,
                 "payload": body,
                 "standards": standards,
-                "hash": record_hash(rec.record_type, owner, rec.key, version, rec.deleted, rec.payload),
+                "hash": record_hash(
+                    rec.record_type, owner, rec.key, version, rec.deleted, rec.payload
+                ),
                 "epoch": meta.epoch,
                 "seq": seq,
                 "updated_ms": now_ms,
@@ -310,7 +325,9 @@ def origin_digests_txn(conn: Connection) -> dict[str, OriginDigest]:
             if current is not None:
                 out[current] = OriginDigest(count, live, h.hexdigest())
             current, h, count, live = row.owner, hashlib.sha256(), 0, 0
-        h.update(f"{row.record_type}\x1f{row.key}\x1f{row.version}\x1f{int(row.deleted)}\x1f{row.hash}\n".encode())
+        h.update(
+            f"{row.record_type}\x1f{row.key}\x1f{row.version}\x1f{int(row.deleted)}\x1f{row.hash}\n".encode()
+        )
         count += 1
         live += 0 if row.deleted else 1
     if current is not None:

@@ -11,53 +11,92 @@ class SyncMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         ns = "lsnet"
         self.batches_sent = Counter(
-            "sync_batches_sent", "Batches sent to the parent", ["peer"], namespace=ns, registry=registry
+            "sync_batches_sent",
+            "Batches sent to the parent",
+            ["peer"],
+            namespace=ns,
+            registry=registry,
         )
         self.batches_acked = Counter(
-            "sync_batches_acked", "Batches acknowledged by the parent", ["peer"], namespace=ns,
+            "sync_batches_acked",
+            "Batches acknowledged by the parent",
+            ["peer"],
+            namespace=ns,
             registry=registry,
         )
         self.batches_received = Counter(
-            "sync_batches_received", "Batches received from children, by outcome",
-            ["origin", "status"], namespace=ns, registry=registry,
+            "sync_batches_received",
+            "Batches received from children, by outcome",
+            ["origin", "status"],
+            namespace=ns,
+            registry=registry,
         )
         self.rejected = Counter(
-            "sync_rejected", "Requests or batches rejected, by reason code", ["reason"],
-            namespace=ns, registry=registry,
+            "sync_rejected",
+            "Requests or batches rejected, by reason code",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
         )
         self.records_applied = Counter(
-            "sync_records_applied", "Record changes applied from received batches", ["origin"],
-            namespace=ns, registry=registry,
+            "sync_records_applied",
+            "Record changes applied from received batches",
+            ["origin"],
+            namespace=ns,
+            registry=registry,
         )
         self.transfer_failures = Counter(
-            "sync_transfer_failures", "Failed transfers to the parent", ["peer"], namespace=ns,
+            "sync_transfer_failures",
+            "Failed transfers to the parent",
+            ["peer"],
+            namespace=ns,
             registry=registry,
         )
         self.quarantined = Counter(
-            "sync_batches_quarantined", "Batches quarantined after the parent refused them",
-            ["origin", "reason"], namespace=ns, registry=registry,
+            "sync_batches_quarantined",
+            "Batches quarantined after the parent refused them",
+            ["origin", "reason"],
+            namespace=ns,
+            registry=registry,
         )
         self.backlog = Gauge(
-            "sync_backlog_changes", "Changes not yet acknowledged by the parent", namespace=ns,
+            "sync_backlog_changes",
+            "Changes not yet acknowledged by the parent",
+            namespace=ns,
             registry=registry,
         )
         self.lag_seconds = Gauge(
-            "sync_lag_seconds", "Age of the oldest change not acknowledged by the parent",
-            namespace=ns, registry=registry,
+            "sync_lag_seconds",
+            "Age of the oldest change not acknowledged by the parent",
+            namespace=ns,
+            registry=registry,
         )
         self.watermark = Gauge(
-            "sync_watermark", "Highest contiguous seq applied per origin (current epoch)",
-            ["origin"], namespace=ns, registry=registry,
+            "sync_watermark",
+            "Highest contiguous seq applied per origin (current epoch)",
+            ["origin"],
+            namespace=ns,
+            registry=registry,
         )
         self.link_mode = Gauge(
-            "sync_link_mode", "Upstream link mode (1 for the current mode)", ["peer", "mode"],
-            namespace=ns, registry=registry,
+            "sync_link_mode",
+            "Upstream link mode (1 for the current mode)",
+            ["peer", "mode"],
+            namespace=ns,
+            registry=registry,
         )
         self.push_latency = Histogram(
-            "sync_push_seconds", "Round trip of one push to the parent", ["peer"], namespace=ns,
-            registry=registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            "sync_push_seconds",
+            "Round trip of one push to the parent",
+            ["peer"],
+            namespace=ns,
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.apply_latency = Histogram(
-            "sync_apply_seconds", "Time to verify and apply one received batch", namespace=ns,
-            registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            "sync_apply_seconds",
+            "Time to verify and apply one received batch",
+            namespace=ns,
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
         )

@@ -117,7 +117,9 @@ class PushReceiver:
                 self.metrics.watermark.labels(vb.header.origin).set(vb.header.last_seq)
             elif res.status is BatchStatus.REJECTED:
                 self.metrics.rejected.labels(res.code).inc()
-                log.warning("IN [%s] rejected batch of %s: %s", push.sender, vb.header.origin, res.message)
+                log.warning(
+                    "IN [%s] rejected batch of %s: %s", push.sender, vb.header.origin, res.message
+                )
             results.append(res)
         if applied_any:
             self.on_applied()
@@ -137,7 +139,9 @@ class PushReceiver:
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.config.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise ReceiveError(Code.TOO_LARGE, f"body of {request.content_length} bytes; limit {limit}")
+            raise ReceiveError(
+                Code.TOO_LARGE, f"body of {request.content_length} bytes; limit {limit}"
+            )
         buf = bytearray()
         async for chunk in request.content.iter_chunked(64 * 1024):
             buf.extend(chunk)

@@ -61,10 +61,10 @@ async def scrub(store: SyncStore, keys: Mapping[str, VerifyKey], *, page: int = 
             prev_seq, prev_hash = chain.get((origin, header.epoch), (0, ZERO_HASH))
             if header.first_seq != prev_seq + 1 or header.prev != prev_hash:
                 report.problems.append(
-                    f"{where}: chain broken at seq {header.first_seq} (previous ended at {prev_seq})"
+                    f"{where}: chain broken at seq {header.first_seq} "
+                    f"(previous ended at {prev_seq})"
                 )
             chain[(origin, header.epoch)] = (header.last_seq, header_hash(signed.header_bytes))
             report.changes += header.count
             report.by_origin[origin] = report.by_origin.get(origin, 0) + header.count
     return report
-

@@ -14,10 +14,11 @@ HTTP itself (see `sync.transport`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
-from enum import Enum
+from enum import StrEnum
 
 from hierarchy_config.model import LimitsConfig, ParentConfig, SyncConfig
 from node.clock import Clock
@@ -60,7 +61,7 @@ CONTENT_CODES = frozenset(
 PUSH_PATH = "/v1/sync/push"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     LIVE = "live"
     CATCHING_UP = "catching_up"
     BACKING_OFF = "backing_off"
@@ -128,10 +129,8 @@ class UpstreamQueue:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
         except (TimeoutError, asyncio.CancelledError):
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -202,7 +201,11 @@ class UpstreamQueue:
         try:
             answer = await self.transport.post(self.parent.id, self.parent.url + PUSH_PATH, body)
         except PeerRejected as exc:
-            if exc.batch_index is not None and exc.code in CONTENT_CODES and 0 <= exc.batch_index < len(pending):
+            if (
+                exc.batch_index is not None
+                and exc.code in CONTENT_CODES
+                and 0 <= exc.batch_index < len(pending)
+            ):
                 await self._quarantine(pending[exc.batch_index], exc.code, exc.message)
                 return True
             raise
@@ -241,7 +244,11 @@ class UpstreamQueue:
             reply = PushReply.from_bytes(sealed.envelope)
         except (WireError, SignatureInvalid) as exc:
             raise PeerUnavailable(self.parent.id, f"unusable answer: {exc}") from None
-        if reply.responder != self.parent.id or reply.destination != self.node_id or reply.nonce != nonce:
+        if (
+            reply.responder != self.parent.id
+            or reply.destination != self.node_id
+            or reply.nonce != nonce
+        ):
             raise PeerUnavailable(self.parent.id, "answer is not for this request")
         return reply
 
@@ -256,7 +263,9 @@ class UpstreamQueue:
             message,
         )
         await self.store.quarantine(batch.id, code, message)
-        self.metrics.quarantined.labels(batch.origin, code if code in CONTENT_CODES else "other").inc()
+        self.metrics.quarantined.labels(
+            batch.origin, code if code in CONTENT_CODES else "other"
+        ).inc()
 
     async def _succeeded(self, mode: Mode, *, touched: bool) -> None:
         now = self.clock.time_ms()

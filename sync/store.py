@@ -166,7 +166,7 @@ def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> lis
         .order_by(batches.c.id)
         .limit(max_batches)
     ).all()
-    chosen = []
+    chosen: list[Any] = []
     total = 0
     for row in rows:
         if chosen and total + row.size > max_bytes:
@@ -265,7 +265,9 @@ def _watermark_row(conn: Connection, origin: str, epoch: str) -> tuple[int, byte
     return None if row is None else (row.seq, bytes(row.last_hash))
 
 
-def apply_batch_txn(conn: Connection, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool) -> BatchResult:
+def apply_batch_txn(
+    conn: Connection, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool
+) -> BatchResult:
     """Apply one verified batch: version-guarded upserts, the signed bytes, the watermark — all in
     this one transaction, or nothing."""
     h = vb.header
@@ -273,7 +275,9 @@ def apply_batch_txn(conn: Connection, vb: VerifiedBatch, now_ms: int, keep_for_r
     wm_seq, wm_hash = current if current is not None else (0, ZERO_HASH)
     order = decide_order(h, wm_seq, wm_hash)
 
-    def result(status: BatchStatus, code: str = "", message: str = "", need: int = 0) -> BatchResult:
+    def result(
+        status: BatchStatus, code: str = "", message: str = "", need: int = 0
+    ) -> BatchResult:
         return BatchResult(h.origin, h.epoch, h.first_seq, h.last_seq, status, code, message, need)
 
     if order is Order.DUPLICATE:
@@ -301,7 +305,9 @@ def apply_batch_txn(conn: Connection, vb: VerifiedBatch, now_ms: int, keep_for_r
             "key": c.key,
             "version": c.version,
             "deleted": c.deleted,
-            "payload": json.dumps(c.payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")),
+            "payload": json.dumps(
+                c.payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            ),
             "standards": c.standards,
             "hash": record_hash(c.record_type, h.origin, c.key, c.version, c.deleted, c.payload),
             "epoch": h.epoch,
@@ -364,10 +370,14 @@ def watermarks_for_txn(conn: Connection, origins: Iterable[str]) -> list[Waterma
     return [Watermark(r.origin, r.epoch, r.seq) for r in rows]
 
 
-def stored_batches_txn(conn: Connection, after_id: int, limit: int) -> list[tuple[int, str, SignedBatch]]:
+def stored_batches_txn(
+    conn: Connection, after_id: int, limit: int
+) -> list[tuple[int, str, SignedBatch]]:
     """Stored batches in id order, for scrubbing signatures; paged to bound memory."""
     rows = conn.execute(
-        select(batches.c.id, batches.c.origin, batches.c.header, batches.c.signature, batches.c.body)
+        select(
+            batches.c.id, batches.c.origin, batches.c.header, batches.c.signature, batches.c.body
+        )
         .where(batches.c.id > after_id)
         .order_by(batches.c.id)
         .limit(limit)
@@ -402,7 +412,9 @@ class SyncStore:
     async def save_link(self, state: LinkState) -> None:
         await self.db.write(save_link_txn, state)
 
-    async def apply_batch(self, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool) -> BatchResult:
+    async def apply_batch(
+        self, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool
+    ) -> BatchResult:
         return await self.db.write(apply_batch_txn, vb, now_ms, keep_for_relay)
 
     async def watermarks_for(self, origins: Iterable[str]) -> list[Watermark]:

@@ -7,7 +7,6 @@ leaves this module. Tests may plug in another Transport where HTTP is not the su
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 import aiohttp
@@ -36,9 +35,7 @@ class HttpTransport:
     async def post(self, peer: str, url: str, body: bytes) -> bytes:
         session = self._get_session()
         try:
-            async with session.post(
-                url, data=body, headers={"Content-Type": CONTENT_TYPE}
-            ) as resp:
+            async with session.post(url, data=body, headers={"Content-Type": CONTENT_TYPE}) as resp:
                 data = await resp.content.read(self._max + 1)
                 if len(data) > self._max:
                     raise PeerUnavailable(peer, "answer too large")
@@ -48,7 +45,7 @@ class HttpTransport:
                     code, message, index = _error_fields(data)
                     raise PeerRejected(peer, resp.status, code, message, index)
                 return data
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerUnavailable(peer, f"{type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:

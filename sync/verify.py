@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from nacl.signing import VerifyKey
 
@@ -111,7 +111,7 @@ def check_change(change: Change) -> None:
         )
 
 
-class Order(str, Enum):
+class Order(StrEnum):
     APPLY = "apply"
     DUPLICATE = "duplicate"
     GAP = "gap"

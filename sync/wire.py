@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -30,7 +30,7 @@ PURPOSE_PUSH = "push"
 PURPOSE_PUSH_REPLY = "push-reply"
 
 
-class Code(str, Enum):
+class Code(StrEnum):
     """Closed set of error codes that cross the wire."""
 
     MALFORMED = "malformed"
@@ -61,7 +61,8 @@ class WireError(Exception):
 
 def packb(obj: Any) -> bytes:
     """Deterministic msgpack: maps with sorted keys, floats refused."""
-    return msgpack.packb(_canon(obj), use_bin_type=True)
+    data: bytes = msgpack.packb(_canon(obj), use_bin_type=True)
+    return data
 
 
 def _canon(obj: Any) -> Any:
@@ -76,9 +77,7 @@ def _canon(obj: Any) -> Any:
 
 def unpackb(data: bytes, *, what: str) -> Any:
     try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, use_list=True
-        )
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
         raise WireError(Code.MALFORMED, f"{what} is not valid msgpack: {exc}") from None
     except Exception as exc:  # msgpack raises assorted errors on truncated input
@@ -262,7 +261,9 @@ def decode_body(data: bytes, header: BatchHeader) -> list[Change]:
         raise WireError(Code.MALFORMED, "batch body must be a list of changes")
     changes = [Change.from_wire(c) for c in raw]
     if len(changes) != header.count:
-        raise WireError(Code.BAD_RANGE, "batch body holds a different number of changes than its header")
+        raise WireError(
+            Code.BAD_RANGE, "batch body holds a different number of changes than its header"
+        )
     for offset, change in enumerate(changes):
         if change.seq != header.first_seq + offset:
             raise WireError(Code.BAD_RANGE, "batch body sequence numbers are not contiguous")
@@ -282,11 +283,7 @@ class SignedBatch:
 
     @classmethod
     def from_wire(cls, obj: Any) -> SignedBatch:
-        if (
-            not isinstance(obj, list)
-            or len(obj) != 3
-            or not all(isinstance(x, bytes) for x in obj)
-        ):
+        if not isinstance(obj, list) or len(obj) != 3 or not all(isinstance(x, bytes) for x in obj):
             raise WireError(Code.MALFORMED, "signed batch must be [header, signature, body] bytes")
         return cls(obj[0], obj[1], obj[2])
 
@@ -328,7 +325,9 @@ class Push:
         _check_version(m, what)
         batches = _get(m, "batches", list, what)
         if len(batches) > max_batches:
-            raise WireError(Code.TOO_LARGE, f"push carries {len(batches)} batches; limit {max_batches}")
+            raise WireError(
+                Code.TOO_LARGE, f"push carries {len(batches)} batches; limit {max_batches}"
+            )
         nonce = _get(m, "nonce", bytes, what)
         if not 8 <= len(nonce) <= 64:
             raise WireError(Code.MALFORMED, "push: nonce must be 8..64 bytes")
@@ -357,7 +356,7 @@ class Sealed:
         return cls(_get(m, "e", bytes, "message"), _get(m, "s", bytes, "message"))
 
 
-class BatchStatus(str, Enum):
+class BatchStatus(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     GAP = "gap"
@@ -418,7 +417,7 @@ class Watermark:
 
 @dataclass(frozen=True, slots=True)
 class PushReply:
-    """The parent's answer: per-batch verdicts and its watermark for every origin it was asked about."""
+    """The parent's answer: a verdict per batch and its watermarks for the sender's subtree."""
 
     responder: str
     destination: str

@@ -17,16 +17,31 @@ from node.ingest_files import (
 )
 from node.records import validate_record
 
-EMP = {"type": "employer", "uscc": "91110000600037341L", "name": "北京某某有限公司",
-       "region": "110105"}
+EMP = {
+    "type": "employer",
+    "uscc": "91110000600037341L",
+    "name": "北京某某有限公司",
+    "region": "110105",
+}
 
 
 def test_jsonl_with_bad_lines(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
-    path.write_text("\n".join([
-        json.dumps(EMP, ensure_ascii=False), "", "{not json", "[1, 2]", "  ",
-        json.dumps({**EMP, "name": "乙"}), '"text"',
-    ]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(EMP, ensure_ascii=False),
+                "",
+                "{not json",
+                "[1, 2]",
+                "  ",
+                json.dumps({**EMP, "name": "乙"}),
+                '"text"',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     rows = list(read_jsonl(path))
     assert [r for r, _ in rows] == [1, 3, 4, 6, 7]
     assert rows[0][1] == EMP
@@ -61,11 +76,14 @@ def test_jsonl_overlong_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_csv_with_type(tmp_path: Path) -> None:
     path = tmp_path / "emp.csv"
-    path.write_text("uscc,name,region,status\n"
-                    "91110000600037341L,北京某某有限公司,110105,\n"
-                    "\n"
-                    '91110000600037341L,"甲,乙 公司",110105,1\n'
-                    "91110000600037341L,丙\n", encoding="utf-8")
+    path.write_text(
+        "uscc,name,region,status\n"
+        "91110000600037341L,北京某某有限公司,110105,\n"
+        "\n"
+        '91110000600037341L,"甲,乙 公司",110105,1\n'
+        "91110000600037341L,丙\n",
+        encoding="utf-8",
+    )
     rows = list(read_csv(path, "employer"))
     assert rows[0] == (1, EMP)  # the empty status cell is absent
     assert rows[1][0] == 3 and rows[1][1] == {**EMP, "name": "甲,乙 公司", "status": "1"}
@@ -77,9 +95,11 @@ def test_csv_with_type(tmp_path: Path) -> None:
 
 def test_csv_bom_and_bad_utf8(tmp_path: Path) -> None:
     path = tmp_path / "emp.csv"
-    path.write_bytes(b"\xef\xbb\xbfuscc,name,region\n"
-                     b"91110000600037341L,\xe5\x8c\x97\xff,110105\n"
-                     b"91110000600037341L,\xe5\x8c\x97\xe4\xba\xac,110105\n")
+    path.write_bytes(
+        b"\xef\xbb\xbfuscc,name,region\n"
+        b"91110000600037341L,\xe5\x8c\x97\xff,110105\n"
+        b"91110000600037341L,\xe5\x8c\x97\xe4\xba\xac,110105\n"
+    )
     rows = list(read_csv(path, "employer"))
     assert rows[0] == (1, RowError(1, "name", "is not valid UTF-8; save the file as UTF-8"))
     assert rows[1] == (2, {**EMP, "name": "北京"})
@@ -87,17 +107,24 @@ def test_csv_bom_and_bad_utf8(tmp_path: Path) -> None:
 
 def test_csv_type_column_must_agree(tmp_path: Path) -> None:
     path = tmp_path / "emp.csv"
-    path.write_text("type,uscc,name,region\nemployer,91110000600037341L,甲,110105\n"
-                    "person,91110000600037341L,甲,110105\n")
+    path.write_text(
+        "type,uscc,name,region\nemployer,91110000600037341L,甲,110105\n"
+        "person,91110000600037341L,甲,110105\n"
+    )
     rows = list(read_csv(path, "employer"))
     assert rows[0][1] == {**EMP, "name": "甲"}
     assert isinstance(rows[1][1], RowError) and rows[1][1].field == "type"
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "empty"), (b"uscc,,name\n", "column 2"), (b"uscc,name,uscc\n", "uscc"),
-    (b"us\xffcc,name\n", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"uscc,,name\n", "column 2"),
+        (b"uscc,name,uscc\n", "uscc"),
+        (b"us\xffcc,name\n", "UTF-8"),
+    ],
+)
 def test_csv_bad_header(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "h.csv"
     path.write_bytes(content)
@@ -108,8 +135,9 @@ def test_csv_bad_header(tmp_path: Path, content: bytes, message: str) -> None:
 def test_generated_records_round_trip_through_jsonl(tmp_path: Path) -> None:
     records = generate_records("330100", 300)
     path = tmp_path / "gen.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
     read = [obj for _, obj in read_jsonl(path)]
     assert read == records
     assert count_rows(path) == 300

@@ -28,10 +28,19 @@ def _with_check(body17: str) -> str:
 
 def person(**changes: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "type": "person", "person_id": STD_ID, "cert_type": "01", "name": "王秀英",
-        "gender": "2", "birth_date": "1949-12-31", "ethnicity": "01", "nationality": "CHN",
-        "education": "20", "hukou_region": "110105", "residence_region": "330106",
-        "work_start_date": "1968-09-01", "phone": "13800000000",
+        "type": "person",
+        "person_id": STD_ID,
+        "cert_type": "01",
+        "name": "王秀英",
+        "gender": "2",
+        "birth_date": "1949-12-31",
+        "ethnicity": "01",
+        "nationality": "CHN",
+        "education": "20",
+        "hukou_region": "110105",
+        "residence_region": "330106",
+        "work_start_date": "1968-09-01",
+        "phone": "13800000000",
     }
     obj.update(changes)
     return {k: v for k, v in obj.items() if v is not None}
@@ -39,9 +48,17 @@ def person(**changes: Any) -> dict[str, Any]:
 
 def employer(**changes: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "type": "employer", "uscc": USCC, "local_emp_no": "1100000001", "name": "北京某某有限公司",
-        "unit_type": "10", "reg_type": "173", "industry": "I65", "injury_risk_class": 1,
-        "region": "110105", "status": "1", "reg_date": "2001-05-20",
+        "type": "employer",
+        "uscc": USCC,
+        "local_emp_no": "1100000001",
+        "name": "北京某某有限公司",
+        "unit_type": "10",
+        "reg_type": "173",
+        "industry": "I65",
+        "injury_risk_class": 1,
+        "region": "110105",
+        "status": "1",
+        "reg_date": "2001-05-20",
     }
     obj.update(changes)
     return {k: v for k, v in obj.items() if v is not None}
@@ -49,10 +66,17 @@ def employer(**changes: Any) -> dict[str, Any]:
 
 def enrollment(**changes: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "type": "insurance_enrollment", "person_id": MALE_ID, "insurance_type": "110",
-        "uscc": USCC, "agency_region": "330100", "person_category": "11",
-        "first_enroll_date": "2013-07-01", "enroll_date": "2018-03-01", "status": "1",
-        "status_date": "2018-03-01", "contribution_base": "8000",
+        "type": "insurance_enrollment",
+        "person_id": MALE_ID,
+        "insurance_type": "110",
+        "uscc": USCC,
+        "agency_region": "330100",
+        "person_category": "11",
+        "first_enroll_date": "2013-07-01",
+        "enroll_date": "2018-03-01",
+        "status": "1",
+        "status_date": "2018-03-01",
+        "contribution_base": "8000",
     }
     obj.update(changes)
     return {k: v for k, v in obj.items() if v is not None}
@@ -60,9 +84,17 @@ def enrollment(**changes: Any) -> dict[str, Any]:
 
 def contribution(**changes: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "type": "contribution", "person_id": MALE_ID, "insurance_type": "110", "uscc": USCC,
-        "fee_month": "202403", "contribution_type": "10", "base": 8000, "unit_amount": 1280,
-        "personal_amount": 640.0, "to_account_amount": "640.00", "paid_date": "2024-04-15",
+        "type": "contribution",
+        "person_id": MALE_ID,
+        "insurance_type": "110",
+        "uscc": USCC,
+        "fee_month": "202403",
+        "contribution_type": "10",
+        "base": 8000,
+        "unit_amount": 1280,
+        "personal_amount": 640.0,
+        "to_account_amount": "640.00",
+        "paid_date": "2024-04-15",
         "agency_region": "330100",
     }
     obj.update(changes)
@@ -76,6 +108,7 @@ def rejects(obj: dict[str, Any]) -> RecordInvalid:
 
 
 # --- valid records -------------------------------------------------------------------------------
+
 
 def test_person_is_normalised() -> None:
     rec = validate_record(person(person_id=" 11010519491231002x ", nationality="chn"))
@@ -115,16 +148,28 @@ def test_contribution_without_uscc_has_empty_key_part() -> None:
 
 
 def test_absent_optional_fields_are_omitted() -> None:
-    rec = validate_record({"type": "person", "person_id": MALE_ID, "name": "李强", "phone": "  ",
-                           "education": None})
+    rec = validate_record(
+        {"type": "person", "person_id": MALE_ID, "name": "李强", "phone": "  ", "education": None}
+    )
     assert rec.payload == {"name": "李强", "person_id": MALE_ID}
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("8000", "8000.00"), ("8000.5", "8000.50"), (8000.5, "8000.50"), ("8000.500", "8000.50"),
-    (0, "0.00"), ("-12.3", "-12.30"), ("+7", "7.00"), ("-0", "0.00"), ("007.10", "7.10"),
-    (1e11, "100000000000.00"), (123456789012.34, "123456789012.34"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("8000", "8000.00"),
+        ("8000.5", "8000.50"),
+        (8000.5, "8000.50"),
+        ("8000.500", "8000.50"),
+        (0, "0.00"),
+        ("-12.3", "-12.30"),
+        ("+7", "7.00"),
+        ("-0", "0.00"),
+        ("007.10", "7.10"),
+        (1e11, "100000000000.00"),
+        (123456789012.34, "123456789012.34"),
+    ],
+)
 def test_decimals_are_normalised(raw: object, expected: str) -> None:
     payload = validate_record(enrollment(contribution_base=raw)).payload
     assert payload["contribution_base"] == expected
@@ -159,6 +204,7 @@ def test_industry_section_only() -> None:
 
 # --- rejected records ----------------------------------------------------------------------------
 
+
 def test_standard_id_vectors_agree_with_stdnum() -> None:
     assert ric.is_valid(STD_ID) and uscc.is_valid(USCC)
     assert validate_record(person()).key == STD_ID
@@ -171,8 +217,9 @@ def test_wrong_id_check_digit() -> None:
     assert "check digit" in err.reason
 
 
-@pytest.mark.parametrize("pid", ["11010519491231002", "1101051949123100XX", "11010519491331002X",
-                                 "A1010519491231002X"])
+@pytest.mark.parametrize(
+    "pid", ["11010519491231002", "1101051949123100XX", "11010519491331002X", "A1010519491231002X"]
+)
 def test_malformed_ids(pid: str) -> None:
     assert rejects(person(person_id=pid, birth_date=None)).field == "person_id"
 
@@ -210,55 +257,109 @@ def test_gender_code_message() -> None:
     assert (err.field, err.reason) == ("gender", "must be one of 1, 2, 0, 9")
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("cert_type", "1"), ("ethnicity", "57"), ("ethnicity", "1"), ("education", "25"),
-    ("nationality", "CN"), ("hukou_region", "990100"), ("residence_region", "33010"),
-    ("birth_date", "1949-13-31"), ("birth_date", "31/12/1949"), ("work_start_date", "0202-01-01"),
-    ("name", "x" * 51), ("name", "王\n五"), ("phone", 3.5), ("phone", True), ("name", ["a"]),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cert_type", "1"),
+        ("ethnicity", "57"),
+        ("ethnicity", "1"),
+        ("education", "25"),
+        ("nationality", "CN"),
+        ("hukou_region", "990100"),
+        ("residence_region", "33010"),
+        ("birth_date", "1949-13-31"),
+        ("birth_date", "31/12/1949"),
+        ("work_start_date", "0202-01-01"),
+        ("name", "x" * 51),
+        ("name", "王\n五"),
+        ("phone", 3.5),
+        ("phone", True),
+        ("name", ["a"]),
+    ],
+)
 def test_person_field_errors(field: str, value: object) -> None:
     assert rejects(person(**{field: value})).field == field
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("unit_type", "11"), ("reg_type", "999"), ("industry", "U"), ("industry", "C1"),
-    ("industry", "A13"), ("industry", "C123456"), ("injury_risk_class", 9),
-    ("injury_risk_class", "two"), ("injury_risk_class", True), ("injury_risk_class", 1.5),
-    ("status", "9"), ("region", "000000"), ("reg_date", "2001-02-29"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("unit_type", "11"),
+        ("reg_type", "999"),
+        ("industry", "U"),
+        ("industry", "C1"),
+        ("industry", "A13"),
+        ("industry", "C123456"),
+        ("injury_risk_class", 9),
+        ("injury_risk_class", "two"),
+        ("injury_risk_class", True),
+        ("injury_risk_class", 1.5),
+        ("status", "9"),
+        ("region", "000000"),
+        ("reg_date", "2001-02-29"),
+    ],
+)
 def test_employer_field_errors(field: str, value: object) -> None:
     assert rejects(employer(**{field: value})).field == field
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("insurance_type", "111"), ("insurance_type", 110.0), ("person_category", "99"),
-    ("status", "4"), ("agency_region", "33010a"), ("contribution_base", "8,000"),
-    ("contribution_base", "1e3"), ("contribution_base", "123456789012345"),
-    ("contribution_base", "1.234"), ("contribution_base", float("inf")), ("uscc", "123"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("insurance_type", "111"),
+        ("insurance_type", 110.0),
+        ("person_category", "99"),
+        ("status", "4"),
+        ("agency_region", "33010a"),
+        ("contribution_base", "8,000"),
+        ("contribution_base", "1e3"),
+        ("contribution_base", "123456789012345"),
+        ("contribution_base", "1.234"),
+        ("contribution_base", float("inf")),
+        ("uscc", "123"),
+    ],
+)
 def test_enrollment_field_errors(field: str, value: object) -> None:
     assert rejects(enrollment(**{field: value})).field == field
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("fee_month", "202413"), ("fee_month", "2024"), ("contribution_type", "99"),
-    ("unit_amount", float("nan")), ("unit_amount", "NaN"), ("personal_amount", "Infinity"),
-    ("unit_amount", 12345678901.0), ("personal_amount", 0.1 + 0.2), ("base", True),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("fee_month", "202413"),
+        ("fee_month", "2024"),
+        ("contribution_type", "99"),
+        ("unit_amount", float("nan")),
+        ("unit_amount", "NaN"),
+        ("personal_amount", "Infinity"),
+        ("unit_amount", 12345678901.0),
+        ("personal_amount", 0.1 + 0.2),
+        ("base", True),
+    ],
+)
 def test_contribution_field_errors(field: str, value: object) -> None:
     assert rejects(contribution(**{field: value})).field == field
 
 
 def test_nan_message_is_plain() -> None:
     assert rejects(contribution(unit_amount=float("nan"))).reason == (
-        "must be a number, not NaN or infinity")
+        "must be a number, not NaN or infinity"
+    )
 
 
-@pytest.mark.parametrize(("maker", "field"), [
-    (person, "person_id"), (person, "name"), (employer, "uscc"), (employer, "region"),
-    (enrollment, "agency_region"), (enrollment, "status"), (contribution, "fee_month"),
-    (contribution, "unit_amount"),
-])
+@pytest.mark.parametrize(
+    ("maker", "field"),
+    [
+        (person, "person_id"),
+        (person, "name"),
+        (employer, "uscc"),
+        (employer, "region"),
+        (enrollment, "agency_region"),
+        (enrollment, "status"),
+        (contribution, "fee_month"),
+        (contribution, "unit_amount"),
+    ],
+)
 def test_required_fields(maker: Any, field: str) -> None:
     err = rejects(maker(**{field: None}))
     assert err.field == field and "required" in err.reason
@@ -293,14 +394,28 @@ def test_error_pickles() -> None:
 
 # --- tombstones ----------------------------------------------------------------------------------
 
+
 def test_tombstone_keeps_only_the_key() -> None:
-    rec = validate_record({"type": "contribution", "person_id": MALE_ID, "insurance_type": "110",
-                           "fee_month": "2024-03", "contribution_type": "10", "uscc": USCC,
-                           "deleted": True})
+    rec = validate_record(
+        {
+            "type": "contribution",
+            "person_id": MALE_ID,
+            "insurance_type": "110",
+            "fee_month": "2024-03",
+            "contribution_type": "10",
+            "uscc": USCC,
+            "deleted": True,
+        }
+    )
     assert rec.deleted
     assert rec.key == f"{MALE_ID}|110|202403|{USCC}|10"
-    assert set(rec.payload) == {"person_id", "insurance_type", "fee_month", "uscc",
-                                "contribution_type"}
+    assert set(rec.payload) == {
+        "person_id",
+        "insurance_type",
+        "fee_month",
+        "uscc",
+        "contribution_type",
+    }
 
 
 def test_tombstone_of_full_record_ignores_other_fields() -> None:
@@ -309,8 +424,10 @@ def test_tombstone_of_full_record_ignores_other_fields() -> None:
 
 
 def test_tombstone_still_validates_key_and_rejects_unknown_fields() -> None:
-    assert rejects({"type": "person", "person_id": "110105194912310021",
-                    "deleted": True}).field == "person_id"
+    assert (
+        rejects({"type": "person", "person_id": "110105194912310021", "deleted": True}).field
+        == "person_id"
+    )
     assert rejects({"type": "employer", "deleted": True}).field == "uscc"
     assert rejects({"type": "employer", "uscc": USCC, "deleted": True, "x": 1}).field == "x"
 
