@@ -26,7 +26,7 @@ from node.store import NodeStateError
 from security.keys import KeyError_, NodeKey, write_key_file
 
 F = TypeVar("F", bound=Callable[..., Any])
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrap
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     KeyError_,

@@ -22,6 +22,8 @@ from sync.transport import Transport
 
 @dataclass
 class TestNet:
+    __test__ = False  # not a test class, despite the name
+
     layout: NetworkLayout
     configs: dict[str, NodeConfig]
     nodes: dict[str, Node] = field(default_factory=dict)
