@@ -36,6 +36,7 @@ from sync.wire import (
     Push,
     PushReply,
     Sealed,
+    Watermark,
     WireError,
 )
 
@@ -213,6 +214,7 @@ class UpstreamQueue:
         reply = self._open_reply(answer, push.nonce)
         self.metrics.batches_sent.labels(self.parent.id).inc(len(pending))
         by_range = {(p.origin, p.epoch, p.first_seq): p for p in pending}
+        marks = {(w.origin, w.epoch): w for w in reply.watermarks}
         progress = False
         for res in reply.results:
             if res.status is BatchStatus.REJECTED:
@@ -226,7 +228,13 @@ class UpstreamQueue:
                 log.info(
                     "UP [%s] parent needs %s from seq %d", self.parent.id, res.origin, res.need_seq
                 )
-        acked, requeued = await self.store.apply_acks(reply.watermarks)
+                # The parent may have lost what it once acknowledged (restored or re-initialised
+                # database): resend from the seq it asks for.
+                if (res.origin, res.epoch) not in marks and res.need_seq >= 1:
+                    marks[(res.origin, res.epoch)] = Watermark(
+                        res.origin, res.epoch, res.need_seq - 1
+                    )
+        acked, requeued = await self.store.apply_acks(list(marks.values()))
         if acked:
             self.metrics.batches_acked.labels(self.parent.id).inc(acked)
         if requeued:
