@@ -11,8 +11,8 @@ code. It does not simulate faults (see the tests).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import signal
 import socket
 import tempfile
 import time
@@ -215,8 +215,11 @@ async def run_demo(opts: DemoOptions) -> int:
             render(console, layout, summary)
         if opts.keep_running:
             console.print("network is running; press Ctrl-C to stop")
-            with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-                await asyncio.Event().wait()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
         return 0 if verified else 1
     finally:
         await stop_network(nodes)
