@@ -21,7 +21,7 @@ from node.clock import Clock, SystemClock
 from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
-from node.store import IngestResult, NodeStore
+from node.store import IngestResult, NodeStateError, NodeStore
 from security.keys import NodeKey, load_signing_key
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
@@ -128,13 +128,11 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, serve: bool = True) -> None:
         self.db.check_schema()
-        await self.store.meta()  # raises if the database belongs to another node / not initialised
-        meta = await self.store.meta()
+        meta = await self.store.meta()  # raises if the database was never initialised
         if meta.node_id != self.config.node_id:
-            from node.store import NodeStateError
-
             raise NodeStateError(
-                f"this database belongs to node {meta.node_id}, not {self.config.node_id}"
+                f"this database belongs to node {meta.node_id}, not {self.config.node_id}; "
+                "check 'database' in the configuration"
             )
         self.started_monotonic = time.monotonic()
         if serve:
