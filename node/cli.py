@@ -22,12 +22,14 @@ from rich.console import Console
 from hierarchy_config.loader import ConfigError, load_config
 from hierarchy_config.model import NodeConfig
 from node.db import DatabaseError
+from node.importer import ImportFailed
 from node.store import NodeStateError
 from security.keys import KeyError_, NodeKey, write_key_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrap
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ImportFailed,
     ConfigError,
     KeyError_,
     DatabaseError,
@@ -74,6 +76,9 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Library chatter (migration context, every scheduled job run) is not for operators.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -394,6 +399,7 @@ def demo(
     """Build a local network (1 ministry, provinces, cities), fill the cities with realistic
     records, sync until the ministry has everything, then verify counts, content digests and
     every signature. Exit 0 when verified."""
+    from hierarchy_config.network_init import NetworkInitError
     from node.demo import DemoOptions, run_demo
 
     opts = DemoOptions(
@@ -406,7 +412,10 @@ def demo(
         timeout_s=timeout_s,
         seed=seed,
     )
-    code = asyncio.run(run_demo(opts))
+    try:
+        code = asyncio.run(run_demo(opts))
+    except NetworkInitError as exc:  # e.g. --dir is not empty
+        raise CliFailure(str(exc)) from None
     sys.exit(code)
 
 

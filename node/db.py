@@ -111,6 +111,11 @@ class Database:
 
     def check_schema(self) -> None:
         """Raise DatabaseError unless the schema is at the newest migration."""
+        path = sqlite_path(self.url)
+        if path is not None and not path.exists():
+            raise DatabaseError(
+                f"database {path} does not exist; run 'lsnet node init --config <node.toml>' first"
+            )
         current = self.current_revision()
         head = head_revision()
         if current != head:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hierarchy_config.model import NodeConfig
@@ -24,6 +25,10 @@ from node.records import RecordInvalid, ValidRecord, validate_record
 from node.store import BUILTIN_STANDARDS, IngestResult, ingest_txn, read_meta_txn
 
 PROGRESS_THRESHOLD = 5000
+
+
+class ImportFailed(Exception):
+    """The import could not be completed; nothing from the failing transaction was stored."""
 
 
 @dataclass
@@ -95,6 +100,7 @@ def import_file(
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
+            console=Console(stderr=True),  # stdout carries only the result line
             disable=not show_progress or total < PROGRESS_THRESHOLD,
             transient=True,
         )
@@ -113,7 +119,9 @@ def import_file(
                         report.accepted += len(batch)
                         progress.advance(task, 0.5 * len(batch))
                     if check.rejected:  # the file changed between the passes
-                        raise RuntimeError("file changed during import; nothing imported")
+                        raise ImportFailed(
+                            f"{path} changed during the import; nothing was imported"
+                        )
             else:
                 for batch in _chunks(_validated(path, fmt, record_type, report), chunk):
                     _add(

@@ -42,7 +42,7 @@ async def collect_status(config: NodeConfig) -> dict[str, Any]:
         lag = (
             0.0
             if view.oldest_unacked_ms is None
-            else (clock.time_ms() - view.oldest_unacked_ms) / 1000
+            else max(0.0, (clock.time_ms() - view.oldest_unacked_ms) / 1000)
         )
     doc = status_document(config, view, link, lag)
     if config.parent is not None:

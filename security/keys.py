@@ -85,6 +85,8 @@ class NodeKey:
 
 def write_key_file(path: Path, key: NodeKey, *, overwrite: bool = False) -> None:
     """Write `key` to `path` with mode 0600, created atomically."""
+    if path.is_dir():
+        raise KeyFileError(f"{path} is a directory; give the path of the key file to write")
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: file exists; refusing to overwrite a key")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,41 @@
+"""Fixtures for real-process tests: a factory of process networks that kills every node it
+started when the test ends, whatever happened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.procs import ProcNetwork
+
+# Sync settings that keep recovery after a restart quick (the defaults back off up to 120 s).
+FAST_RETRY: dict[str, Any] = {
+    "retry_interval_s": 0.5,
+    "backoff_initial_s": 0.2,
+    "backoff_max_s": 1.0,
+    "request_timeout_s": 10.0,
+}
+# Small batches, one per transfer: a backlog takes many round trips, so a kill or a SIGTERM can
+# land while one is in flight.
+SMALL_TRANSFERS: dict[str, Any] = {"max_batch_changes": 20, "max_batches_per_transfer": 1}
+
+MakeNet = Callable[..., ProcNetwork]
+
+
+@pytest.fixture
+def make_procnet(tmp_path: Path) -> Iterator[MakeNet]:
+    made: list[ProcNetwork] = []
+
+    def make(**kwargs: Any) -> ProcNetwork:
+        net = ProcNetwork.create(tmp_path / f"n{len(made)}", **kwargs)
+        made.append(net)
+        return net
+
+    try:
+        yield make
+    finally:
+        for net in made:
+            net.close()
