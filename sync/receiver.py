@@ -64,7 +64,9 @@ def error_response(code: Code, message: str, batch: int | None = None) -> web.Re
     err: dict[str, Any] = {"code": code.value, "message": message}
     if batch is not None:
         err["batch"] = batch
-    status = STATUS_FOR.get(code, 422 if batch is not None else 400)
+    # A refusal caused by one batch is about its content, not the request: 422 whatever the code
+    # (a forged batch behind a valid envelope is not an authentication failure of the sender).
+    status = 422 if batch is not None else STATUS_FOR.get(code, 400)
     return web.Response(status=status, body=packb({"error": err}), content_type=CONTENT_TYPE)
 
 

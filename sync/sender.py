@@ -126,6 +126,10 @@ class UpstreamQueue:
         self._wake.set()
         if self._task is None:
             return
+        if not self.in_flight:
+            # Nothing to finish: the loop is waiting (for work, a debounce or a backoff delay
+            # that the wake-up does not cut short), so stop now rather than after `grace_s`.
+            self._task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
         except (TimeoutError, asyncio.CancelledError):

@@ -88,7 +88,8 @@ def cut_batch_txn(
             payload=json.loads(row["payload"]),
             standards=row["standards"],
         )
-        approx = len(row["payload"]) + len(row["key"]) + 64
+        # Bytes, not characters: the wire carries UTF-8 (three bytes per Chinese character).
+        approx = len(row["payload"].encode("utf-8")) + len(row["key"].encode("utf-8")) + 64
         if changes and size + approx > max_bytes:
             break
         changes.append(change)
@@ -142,14 +143,15 @@ def cut_batch_txn(
 def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> list[PendingBatch]:
     """The oldest unacknowledged batches, bounded in count and bytes.
 
-    Batches of an (origin, epoch) that has a quarantined batch wait for an operator: sending them
-    would only produce gaps at the parent.
+    A quarantined batch, and the batches of its (origin, epoch) after it, wait for an operator:
+    sending them would only produce gaps at the parent. The batches before it are still sent.
     """
     q = aliased(batches)
     blocked = exists().where(
         and_(
             q.c.origin == batches.c.origin,
             q.c.epoch == batches.c.epoch,
+            q.c.first_seq <= batches.c.first_seq,
             q.c.quarantined.is_(True),
         )
     )

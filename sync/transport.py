@@ -36,9 +36,13 @@ class HttpTransport:
         session = self._get_session()
         try:
             async with session.post(url, data=body, headers={"Content-Type": CONTENT_TYPE}) as resp:
-                data = await resp.content.read(self._max + 1)
-                if len(data) > self._max:
-                    raise PeerUnavailable(peer, "answer too large")
+                # StreamReader.read(n) returns what is buffered so far, not n bytes: read to EOF.
+                buf = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    buf.extend(chunk)
+                    if len(buf) > self._max:
+                        raise PeerUnavailable(peer, "answer too large")
+                data = bytes(buf)
                 if resp.status >= 500:
                     raise PeerUnavailable(peer, f"HTTP {resp.status}")
                 if resp.status >= 400:
