@@ -60,6 +60,39 @@ class LinkState:
     last_error_ms: int
 
 
+def _store_batch(
+    conn: Connection,
+    header: BatchHeader,
+    signed: SignedBatch,
+    hh: bytes,
+    *,
+    source: str,
+    acked: bool,
+    now_ms: int,
+) -> None:
+    """Keep a signed batch exactly as made: for sending upward, relaying and proving provenance."""
+    conn.execute(
+        batches.insert().values(
+            origin=header.origin,
+            epoch=header.epoch,
+            first_seq=header.first_seq,
+            last_seq=header.last_seq,
+            header=signed.header_bytes,
+            signature=signed.signature,
+            body=signed.body,
+            header_hash=hh,
+            size=signed.size,
+            created_ms=header.created_ms,
+            stored_ms=now_ms,
+            source=source,
+            acked=acked,
+            quarantined=False,
+            quarantine_code="",
+            quarantine_reason="",
+        )
+    )
+
+
 # -- sending side ----------------------------------------------------------------------------------
 
 
@@ -110,28 +143,9 @@ def cut_batch_txn(
         kid=key.kid,
     )
     header_bytes = header.to_bytes()
-    signature = sign(key, PURPOSE_BATCH, header_bytes)
+    signed = SignedBatch(header_bytes, sign(key, PURPOSE_BATCH, header_bytes), body)
     hh = header_hash(header_bytes)
-    conn.execute(
-        batches.insert().values(
-            origin=meta.node_id,
-            epoch=meta.epoch,
-            first_seq=header.first_seq,
-            last_seq=header.last_seq,
-            header=header_bytes,
-            signature=signature,
-            body=body,
-            header_hash=hh,
-            size=len(header_bytes) + len(signature) + len(body),
-            created_ms=now_ms,
-            stored_ms=now_ms,
-            source="local",
-            acked=False,
-            quarantined=False,
-            quarantine_code="",
-            quarantine_reason="",
-        )
-    )
+    _store_batch(conn, header, signed, hh, source="local", acked=False, now_ms=now_ms)
     conn.execute(
         update(node_meta)
         .where(node_meta.c.id == 1)
@@ -319,26 +333,8 @@ def apply_batch_txn(
         for c in vb.changes
     ]
     upsert_record_rows(conn, rows)
-    signed = vb.signed
-    conn.execute(
-        batches.insert().values(
-            origin=h.origin,
-            epoch=h.epoch,
-            first_seq=h.first_seq,
-            last_seq=h.last_seq,
-            header=signed.header_bytes,
-            signature=signed.signature,
-            body=signed.body,
-            header_hash=vb.header_hash,
-            size=signed.size,
-            created_ms=h.created_ms,
-            stored_ms=now_ms,
-            source="relay",
-            acked=not keep_for_relay,
-            quarantined=False,
-            quarantine_code="",
-            quarantine_reason="",
-        )
+    _store_batch(
+        conn, h, vb.signed, vb.header_hash, source="relay", acked=not keep_for_relay, now_ms=now_ms
     )
     if current is None:
         conn.execute(
