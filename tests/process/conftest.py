@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from hierarchy_config.model import Level
+from tests.support.pg import SKIP_REASON, PgDatabases, pg_url
 from tests.support.procs import ProcNetwork
 
 # Sync settings that keep recovery after a restart quick (the defaults back off up to 120 s).
@@ -23,6 +25,24 @@ FAST_RETRY: dict[str, Any] = {
 SMALL_TRANSFERS: dict[str, Any] = {"max_batch_changes": 20, "max_batches_per_transfer": 1}
 
 MakeNet = Callable[..., ProcNetwork]
+UpperDatabases = Callable[[str, Level], str | None] | None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def upper_database_for(request: pytest.FixtureRequest) -> Iterator[UpperDatabases]:
+    """None (every node on SQLite), or a factory giving provinces and the ministry a fresh
+    PostgreSQL database while cities stay on SQLite."""
+    if request.param == "sqlite":
+        yield None
+        return
+    url = pg_url()
+    if url is None:
+        pytest.skip(SKIP_REASON)
+    dbs = PgDatabases(url)
+    try:
+        yield lambda node_id, level: None if level is Level.CITY else dbs.new()
+    finally:
+        dbs.close()
 
 
 @pytest.fixture

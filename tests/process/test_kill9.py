@@ -27,7 +27,7 @@ import pytest
 
 from hierarchy_config.model import Level
 from node.datagen import generate_records
-from tests.process.conftest import FAST_RETRY, SMALL_TRANSFERS, MakeNet
+from tests.process.conftest import FAST_RETRY, SMALL_TRANSFERS, MakeNet, UpperDatabases
 from tests.process.consistency import assert_network_holds_exactly, natural_keys
 from tests.support.procs import NodeProc, RequestFailed, chunked, poll
 
@@ -128,10 +128,17 @@ def write_city(
         gate.writer_exited(failed)
 
 
-def test_random_kill9_during_writes_loses_and_duplicates_nothing(make_procnet: MakeNet) -> None:
+def test_random_kill9_during_writes_loses_and_duplicates_nothing(
+    upper_database_for: UpperDatabases, make_procnet: MakeNet
+) -> None:
+    """Cities on SQLite; the province and the ministry on SQLite or, as big centres run them,
+    on PostgreSQL (when LSNET_TEST_DATABASE_URL is set)."""
     seed = chaos_seed()
     rng = random.Random(seed)
-    net = make_procnet(tune={"sync": FAST_RETRY, "limits": {"max_batch_changes": 100}})
+    net = make_procnet(
+        tune={"sync": FAST_RETRY, "limits": {"max_batch_changes": 100}},
+        database_for=upper_database_for,
+    )
     net.start_all()
     cities = net.cities()
     data = {c.node_id: generate_records(c.node_id, RECORDS_PER_CITY, seed=7) for c in cities}

@@ -317,6 +317,7 @@ class ProcNetwork:
         provinces: int = 1,
         cities_per_province: int = 2,
         tune: Mapping[str, Mapping[str, Any]] | None = None,
+        database_for: Callable[[str, Level], str | None] | None = None,
     ) -> ProcNetwork:
         """`lsnet network init` on free ports, optional config tuning, `lsnet node init` each.
 
@@ -340,6 +341,9 @@ class ProcNetwork:
         for entry in layout.nodes:
             if tune:
                 tune_config(entry.config_path, **tune)
+            url = database_for(entry.id, entry.level) if database_for else None
+            if url is not None:
+                tune_config(entry.config_path, node={"database": url})
             result = invoke_ok("node", "init", "--config", str(entry.config_path))
             assert "database created" in result.output, result.output
         net = cls(layout=layout, log_dir=root / "logs")
