@@ -169,6 +169,9 @@ class SyncConfig(_Frozen):
     backoff_max_s: float = Field(default=120.0, gt=0, le=900)
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_clock_skew_s: float = Field(default=300.0, gt=0)
+    # Re-validate every received record against the record schemas (ADR 0005). When false, a
+    # receiver still checks signatures, digests, shapes and that each key matches its fields.
+    revalidate_records: bool = True
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SyncConfig:

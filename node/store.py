@@ -7,6 +7,7 @@ transaction boundary is visible. Replication use cases live in `sync.store`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from node.db import Database
 from node.records import ValidRecord
 from node.schema import batches, changelog, node_meta, records, watermarks
-from sync.wire import ZERO_HASH, packb
+from sync.wire import ZERO_HASH, pack_record
 
 # Until standards releases arrive (a later issue) records are validated by the built-in schemas.
 BUILTIN_STANDARDS = "builtin-1"
@@ -40,15 +41,19 @@ class Meta:
     chain_head: bytes
 
 
+_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def payload_json(payload: Mapping[str, str]) -> str:
-    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """Canonical JSON text of a payload, as stored in `records.payload` and `changelog.payload`."""
+    return _JSON.encode(payload)
 
 
 def record_hash(
     record_type: str, owner: str, key: str, version: int, deleted: bool, payload: Mapping[str, str]
 ) -> str:
     """Content hash of one record version; equal everywhere the same version is held."""
-    data = packb([record_type, owner, key, version, deleted, dict(payload)])
+    data = pack_record(record_type, owner, key, version, deleted, payload)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -57,29 +62,50 @@ def insert_for(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
-def upsert_record_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update records; an older or equal version never overwrites a newer one."""
-    if not rows:
-        return
-    ins = insert_for(conn)(records)
-    stmt = ins.on_conflict_do_update(
+_UPDATED_ON_CONFLICT = (
+    "version",
+    "deleted",
+    "payload",
+    "standards",
+    "hash",
+    "epoch",
+    "seq",
+    "updated_ms",
+)
+
+
+def _upsert_statement(insert: Any) -> Any:
+    ins = insert(records)
+    return ins.on_conflict_do_update(
         index_elements=[records.c.record_type, records.c.owner, records.c.key],
-        set_={
-            c: ins.excluded[c]
-            for c in (
-                "version",
-                "deleted",
-                "payload",
-                "standards",
-                "hash",
-                "epoch",
-                "seq",
-                "updated_ms",
-            )
-        },
+        set_={c: ins.excluded[c] for c in _UPDATED_ON_CONFLICT},
         where=ins.excluded.version > records.c.version,
     )
-    conn.execute(stmt, list(rows))
+
+
+@functools.cache
+def _sqlite_upsert() -> tuple[str, tuple[str, ...]]:
+    """The SQLite upsert compiled once to driver SQL, with its parameter order."""
+    compiled = _upsert_statement(sqlite.insert).compile(
+        dialect=sqlite.dialect(paramstyle="qmark"), column_keys=[c.name for c in records.c]
+    )
+    assert compiled.positiontup is not None
+    return str(compiled), tuple(compiled.positiontup)
+
+
+def upsert_record_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update records; an older or equal version never overwrites a newer one.
+
+    On SQLite (the hot apply path of cities and provinces) the statement goes to the driver's
+    executemany directly; SQLAlchemy's per-row parameter processing costs more than SQLite.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        sql, order = _sqlite_upsert()
+        conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])
+        return
+    conn.execute(_upsert_statement(postgresql.insert), list(rows))
 
 
 # -- epoch / meta ----------------------------------------------------------------------------------

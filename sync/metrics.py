@@ -95,7 +95,7 @@ class SyncMetrics:
         )
         self.apply_latency = Histogram(
             "sync_apply_seconds",
-            "Time to verify and apply one received batch",
+            "Time to apply the batches of one received push (one transaction)",
             namespace=ns,
             registry=registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),

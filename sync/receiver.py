@@ -29,7 +29,6 @@ from sync.wire import (
     CONTENT_TYPE,
     PURPOSE_PUSH,
     PURPOSE_PUSH_REPLY,
-    BatchResult,
     BatchStatus,
     Code,
     Push,
@@ -104,14 +103,14 @@ class PushReceiver:
                 exc.message,
             )
             return error_response(exc.code, exc.message, exc.batch)
-        results: list[BatchResult] = []
+        subtree = [c.id for c in self.children[push.sender].walk()]
+        started = self.clock.monotonic()
+        results, marks = await self.store.apply_push(
+            verified, self.clock.time_ms(), self.config.parent is not None, subtree
+        )
+        self.metrics.apply_latency.observe(self.clock.monotonic() - started)
         applied_any = False
-        for vb in verified:
-            started = self.clock.monotonic()
-            res = await self.store.apply_batch(
-                vb, self.clock.time_ms(), keep_for_relay=self.config.parent is not None
-            )
-            self.metrics.apply_latency.observe(self.clock.monotonic() - started)
+        for vb, res in zip(verified, results, strict=True):
             self.metrics.batches_received.labels(vb.header.origin, res.status.value).inc()
             if res.status is BatchStatus.APPLIED:
                 applied_any = True
@@ -122,11 +121,8 @@ class PushReceiver:
                 log.warning(
                     "IN [%s] rejected batch of %s: %s", push.sender, vb.header.origin, res.message
                 )
-            results.append(res)
         if applied_any:
             self.on_applied()
-        subtree = [c.id for c in self.children[push.sender].walk()]
-        marks = await self.store.watermarks_for(subtree)
         reply = PushReply(
             responder=self.config.node_id,
             destination=push.sender,
@@ -194,6 +190,7 @@ class PushReceiver:
                         keys=self.keys,
                         route_of=self.config.route_of,
                         limits=self.config.limits,
+                        validate_records=self.config.sync.revalidate_records,
                     )
                 )
             except BatchRejected as exc:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import aliased
 
 from node.db import Database
 from node.schema import batches, changelog, links, node_meta, watermarks
-from node.store import insert_for, read_meta_txn, record_hash, upsert_record_rows
+from node.store import insert_for, payload_json, read_meta_txn, record_hash, upsert_record_rows
 from security.keys import NodeKey
 from security.signing import sign
 from sync.verify import Order, VerifiedBatch, decide_order
@@ -321,9 +321,7 @@ def apply_batch_txn(
             "key": c.key,
             "version": c.version,
             "deleted": c.deleted,
-            "payload": json.dumps(
-                c.payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-            ),
+            "payload": payload_json(c.payload),
             "standards": c.standards,
             "hash": record_hash(c.record_type, h.origin, c.key, c.version, c.deleted, c.payload),
             "epoch": h.epoch,
@@ -354,6 +352,20 @@ def apply_batch_txn(
             .values(seq=h.last_seq, last_hash=vb.header_hash, updated_ms=now_ms)
         )
     return result(BatchStatus.APPLIED)
+
+
+def apply_push_txn(
+    conn: Connection,
+    verified: Sequence[VerifiedBatch],
+    now_ms: int,
+    keep_for_relay: bool,
+    subtree: Sequence[str],
+) -> tuple[list[BatchResult], list[Watermark]]:
+    """Apply the verified batches of one push in order, in one transaction (one commit, one
+    fsync), and read the watermarks to answer with. Each batch is judged against the watermark
+    its predecessors left; a refused batch applies nothing and does not stop the others."""
+    results = [apply_batch_txn(conn, vb, now_ms, keep_for_relay) for vb in verified]
+    return results, watermarks_for_txn(conn, subtree)
 
 
 def watermarks_for_txn(conn: Connection, origins: Iterable[str]) -> list[Watermark]:
@@ -414,6 +426,15 @@ class SyncStore:
         self, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool
     ) -> BatchResult:
         return await self.db.write(apply_batch_txn, vb, now_ms, keep_for_relay)
+
+    async def apply_push(
+        self,
+        verified: Sequence[VerifiedBatch],
+        now_ms: int,
+        keep_for_relay: bool,
+        subtree: Sequence[str],
+    ) -> tuple[list[BatchResult], list[Watermark]]:
+        return await self.db.write(apply_push_txn, verified, now_ms, keep_for_relay, subtree)
 
     async def watermarks_for(self, origins: Iterable[str]) -> list[Watermark]:
         return await self.db.read(watermarks_for_txn, list(origins))

@@ -16,7 +16,7 @@ from enum import StrEnum
 from nacl.signing import VerifyKey
 
 from hierarchy_config.model import LimitsConfig
-from node.records import RecordInvalid, validate_record
+from node.records import RECORD_TYPES, RecordInvalid, validate_record
 from security.keys import key_id
 from security.signing import SignatureInvalid, verify
 from sync.errors import BatchRejected
@@ -88,14 +88,26 @@ def verify_batch(
         changes = decode_body(signed.body, header)
     except WireError as exc:
         raise BatchRejected(exc.code, f"batch of {origin}: {exc.message}") from None
-    if validate_records:
-        for change in changes:
-            check_change(change)
+    check = check_change if validate_records else check_change_key
+    for change in changes:
+        check(change)
     return VerifiedBatch(signed, header, header_hash(signed.header_bytes), changes)
 
 
+def check_change_key(change: Change) -> None:
+    """Cheap check on every change: a known record type whose natural key matches its fields."""
+    schema = RECORD_TYPES.get(change.record_type)
+    if schema is None:
+        raise BatchRejected(Code.INVALID_RECORD, f"change seq {change.seq}: unknown record type")
+    payload = change.payload
+    if "|".join(payload.get(name, "") for name in schema.natural_key) != change.key:
+        raise BatchRejected(
+            Code.INVALID_RECORD, f"change seq {change.seq}: key does not match the record fields"
+        )
+
+
 def check_change(change: Change) -> None:
-    """A change must be a valid record whose natural key matches the one it claims."""
+    """A change must be a valid, normalised record whose natural key matches the one it claims."""
     obj: dict[str, object] = {"type": change.record_type, **change.payload}
     if change.deleted:
         obj["deleted"] = True
@@ -108,6 +120,11 @@ def check_change(change: Change) -> None:
     if rec.key != change.key:
         raise BatchRejected(
             Code.INVALID_RECORD, f"change seq {change.seq}: key does not match the record fields"
+        )
+    if rec.payload != change.payload:
+        raise BatchRejected(
+            Code.INVALID_RECORD,
+            f"change seq {change.seq}: fields are not in their normalised form",
         )
 
 

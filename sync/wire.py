@@ -252,7 +252,35 @@ def header_hash(header_bytes: bytes) -> bytes:
 
 
 def encode_body(changes: Sequence[Change]) -> bytes:
-    return packb([c.to_wire() for c in changes])
+    """Same bytes as `packb([c.to_wire() ...])`, without the generic canonicalising pass:
+    a change holds only ints, bools, strings and one str→str map (sorted here)."""
+    data: bytes = msgpack.packb(
+        [
+            [
+                c.seq,
+                c.record_type,
+                c.key,
+                c.version,
+                c.deleted,
+                dict(sorted(c.payload.items())),
+                c.standards,
+            ]
+            for c in changes
+        ],
+        use_bin_type=True,
+    )
+    return data
+
+
+def pack_record(
+    record_type: str, owner: str, key: str, version: int, deleted: bool, payload: Mapping[str, str]
+) -> bytes:
+    """Canonical bytes of one record version (same as `packb` of the list), for its hash."""
+    data: bytes = msgpack.packb(
+        [record_type, owner, key, version, deleted, dict(sorted(payload.items()))],
+        use_bin_type=True,
+    )
+    return data
 
 
 def decode_body(data: bytes, header: BatchHeader) -> list[Change]:

@@ -211,10 +211,10 @@ async def test_a_failed_ingest_writes_nothing(city: Side) -> None:
     await city.store.ingest(valid_records(CITY_A, 3, seed=7), NOW_MS)
     before = (await rows(city.db, changelog), await rows(city.db, records), await city.store.meta())
     good = valid_records(CITY_A, 6, seed=8)[3:5]
-    # A float payload value passes json.dumps but fails the record hash, after the change-log
+    # A record without a key fails at the change-log insert (NOT NULL), after the change-log
     # counter has been bumped in the same transaction.
-    bad = ValidRecord("employer", "X", {"name": 1.5}, False)  # type: ignore[dict-item]
-    with pytest.raises(TypeError):
+    bad = ValidRecord("employer", None, {"name": "x"}, False)  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError):
         await city.store.ingest([*good, bad], NOW_MS)
     after = (await rows(city.db, changelog), await rows(city.db, records), await city.store.meta())
     assert after == before
