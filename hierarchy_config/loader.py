@@ -71,7 +71,17 @@ def parse_config(data: dict[str, Any], path: Path) -> NodeConfig:
             "database": _resolve_database(cfg.node.database, base),
         }
     )
-    return cfg.model_copy(update={"node": node})
+    std = cfg.standards
+    standards = std.model_copy(
+        update={
+            "trusted_root": None
+            if std.trusted_root is None
+            else (base / std.trusted_root).resolve(),
+            "repository": None if std.repository is None else (base / std.repository).resolve(),
+            "state_dir": (base / std.state_dir).resolve(),
+        }
+    )
+    return cfg.model_copy(update={"node": node, "standards": standards})
 
 
 def load_config(path: Path | str) -> NodeConfig:

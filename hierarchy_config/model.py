@@ -182,6 +182,20 @@ class SyncConfig(_Frozen):
         return self
 
 
+class StandardsConfig(_Frozen):
+    """The downward standards channel (python-tuf). Off when `trusted_root` is not set."""
+
+    trusted_root: Path | None = Field(
+        default=None, description="the ministry's pinned TUF root.json (relative to this file)"
+    )
+    repository: Path | None = Field(
+        default=None, description="ministry only: the publishing repository folder it serves"
+    )
+    state_dir: Path = Path("standards-state")
+    poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    max_release_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+
 class ApiConfig(_Frozen):
     ingest_tokens: tuple[str, ...] = ()
 
@@ -201,6 +215,7 @@ class NodeConfig(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     sync: SyncConfig = SyncConfig()
     api: ApiConfig = ApiConfig()
+    standards: StandardsConfig = StandardsConfig()
 
     @model_validator(mode="after")
     def _shape(self) -> NodeConfig:
@@ -230,6 +245,15 @@ class NodeConfig(_Frozen):
                     f"duplicate node id {entry.id!r} (also at {seen[entry.id]}); list each once",
                 )
             seen[entry.id] = f"{where}.id"
+        if self.standards.repository is not None:
+            if level is not Level.MINISTRY:
+                raise FieldProblem(
+                    "standards.repository", "only the ministry serves a publishing repository"
+                )
+            if self.standards.trusted_root is None:
+                raise FieldProblem(
+                    "standards.trusted_root", "the ministry must pin its own root as well"
+                )
         return self
 
     # -- derived views -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ PROVINCE_PREFERENCE = (
 LAYOUT_FILE = "network.json"
 CONFIG_NAME = "node.toml"
 KEY_NAME = "node.key"
+ROOT_PIN_NAME = "standards-root.json"
+STANDARDS_ADMIN = "standards-admin"
 DATABASE_URL = "sqlite:///node.db"
 MAX_PORT = 65535
 
@@ -250,8 +253,14 @@ def init_network(
     cities_per_province: int = 2,
     base_port: int = 18400,
     host: str = "127.0.0.1",
+    standards: bool = True,
+    now: datetime | None = None,
 ) -> NetworkLayout:
-    """Write a ministry → provinces → cities network under `out` (which must be absent or empty)."""
+    """Write a ministry → provinces → cities network under `out` (which must be absent or empty).
+
+    With `standards`, also a standards admin folder (`standards-admin/`: 2-of-3 administrator
+    keys, a TUF repository holding release 1 built from the default pack, `root.json`), the
+    ministry serving that repository and every node pinning the root."""
     root = Path(out).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise NetworkInitError(f"{root}: exists and is not an empty folder; choose a new path")
@@ -261,6 +270,12 @@ def init_network(
     for p in plans:
         by_parent.setdefault(p.entry.parent_id, []).append(p)
     docs = {p.entry.id: _config_doc(p, by_id, by_parent) for p in plans}
+    if standards:
+        for p in plans:
+            section: dict[str, Any] = {"trusted_root": ROOT_PIN_NAME}
+            if p.entry.level is Level.MINISTRY:
+                section["repository"] = f"../{STANDARDS_ADMIN}/repository"
+            docs[p.entry.id]["standards"] = section
     for p in plans:  # validate everything before the first byte is written
         try:
             parse_config(docs[p.entry.id], p.entry.config_path)
@@ -268,11 +283,27 @@ def init_network(
             raise NetworkInitError(f"generated an invalid configuration: {exc}") from exc
 
     root.mkdir(parents=True, exist_ok=True)
+    pinned: bytes | None = None
+    if standards:
+        from hierarchy_config.standards.build import default_release
+        from security.standards_admin import init_admin_folder
+
+        when = now or datetime.now(UTC)
+        admin = init_admin_folder(
+            root / STANDARDS_ADMIN,
+            admins=3,
+            threshold=2,
+            first_release=default_release(1, created=when).to_bytes(),
+            now=when,
+        )
+        pinned = admin.root_file.read_bytes()
     for p in plans:
         folder = p.entry.config_path.parent
         folder.mkdir()
         write_key_file(folder / KEY_NAME, p.key)
         _write_private(p.entry.config_path, tomli_w.dumps(docs[p.entry.id]).encode("utf-8"))
+        if pinned is not None:
+            (folder / ROOT_PIN_NAME).write_bytes(pinned)
     layout = [
         {
             "id": p.entry.id,

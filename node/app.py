@@ -21,11 +21,12 @@ from node.clock import Clock, SystemClock
 from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
-from node.store import IngestResult, NodeStateError, NodeStore
+from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore
 from security.keys import NodeKey, load_signing_key
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
 from sync.sender import UpstreamQueue
+from sync.standards_channel import StandardsChannel
 from sync.store import SyncStore
 from sync.transport import HttpTransport, Transport
 
@@ -48,9 +49,12 @@ class Node:
     upstream: UpstreamQueue | None
     transport: Transport
     jobs: Jobs = field(default_factory=Jobs)
+    standards: StandardsChannel | None = None
     runner: web.AppRunner | None = None
     started_monotonic: float = 0.0
     _gauges: dict[str, Gauge] = field(default_factory=dict)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+    standards_version: str = BUILTIN_STANDARDS
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -110,6 +114,14 @@ class Node:
             transport=transport,
         )
         node_ref.append(node)
+        if config.standards.trusted_root is not None:
+            node.standards = StandardsChannel(
+                config=config,
+                state_dir=config.standards.state_dir,
+                clock=clock,
+                registry=registry,
+                on_release=node._release_in_force,
+            )
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )
@@ -152,6 +164,14 @@ class Node:
                 upstream.poke()
 
             self.jobs.every("sync-retry", self.config.sync.retry_interval_s, retry)
+        if self.standards is not None:
+            standards = self.standards
+
+            async def poll_standards() -> None:
+                await standards.refresh()
+
+            self.jobs.every("standards-poll", self.config.standards.poll_interval_s, poll_standards)
+            self._background.append(asyncio.create_task(poll_standards()))
         self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
         self.jobs.start()
         log.info(
@@ -164,6 +184,12 @@ class Node:
 
     async def stop(self) -> None:
         self.jobs.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        if self.standards is not None:
+            await self.standards.close()
         if self.upstream is not None:
             await self.upstream.stop()
         if self.runner is not None:
@@ -173,8 +199,12 @@ class Node:
         await asyncio.to_thread(self.db.close)
 
     # -- use cases -------------------------------------------------------------------------------
+    def _release_in_force(self, version: int, data: bytes) -> None:
+        """A verified standards release became the one in force here."""
+        self.standards_version = f"std-{version}"
+
     async def ingest(self, recs: list[ValidRecord]) -> IngestResult:
-        result = await self.store.ingest(recs, self.clock.time_ms())
+        result = await self.store.ingest(recs, self.clock.time_ms(), self.standards_version)
         if result.changed and self.upstream is not None:
             self.upstream.poke()
         return result
@@ -204,7 +234,17 @@ class Node:
                 if view.oldest_unacked_ms is None
                 else max(0.0, (self.clock.time_ms() - view.oldest_unacked_ms) / 1000.0)
             )
-        return status_document(self.config, view, link, lag_s)
+        doc = status_document(self.config, view, link, lag_s)
+        if self.standards is not None:
+            expires = self.standards.client.expires()
+            doc["standards"] = {
+                "release": self.standards.version or None,
+                "expires": expires.isoformat() if expires else None,
+                "last_error": self.standards.last_error,
+            }
+        else:
+            doc["standards"] = {"release": None, "builtin": BUILTIN_STANDARDS}
+        return doc
 
 
 def status_document(

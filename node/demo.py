@@ -82,6 +82,16 @@ async def start_network(layout: NetworkLayout) -> dict[str, Node]:
     return nodes
 
 
+async def roll_out_standards(layout: NetworkLayout, nodes: dict[str, Node]) -> None:
+    """Refresh standards top-down once, so every node verifies and applies the ministry's
+    release now instead of at its next scheduled poll."""
+    for level in (Level.MINISTRY, Level.PROVINCE, Level.CITY):
+        for entry in layout.nodes:
+            channel = nodes[entry.id].standards
+            if entry.level is level and channel is not None:
+                await channel.refresh()
+
+
 async def stop_network(nodes: dict[str, Node]) -> None:
     for node in reversed(list(nodes.values())):
         await node.stop()
@@ -172,6 +182,7 @@ async def run_demo(opts: DemoOptions) -> int:
         if not opts.as_json:
             console.print(f"[bold]lsnet demo[/]: {count} nodes in {root}")
         nodes = await start_network(layout)
+        await roll_out_standards(layout, nodes)
         started = time.monotonic()
         sizes = await asyncio.gather(
             *(fill_city(nodes[c.id], opts.records_per_city, opts.seed) for c in layout.cities())
@@ -184,6 +195,13 @@ async def run_demo(opts: DemoOptions) -> int:
             if converged
             else {"problems": ["did not converge before the timeout"]}
         )
+        releases = {e.id: nodes[e.id].standards_version for e in layout.nodes}
+        top = releases[layout.ministry().id]
+        for node_id, release in releases.items():
+            if release != top:
+                result["problems"].append(
+                    f"node {node_id} runs standards {release}, the ministry {top}"
+                )
         verified = converged and not result["problems"]
         statuses = {e.id: await nodes[e.id].status_dict() for e in layout.nodes}
         summary = {
@@ -197,6 +215,7 @@ async def run_demo(opts: DemoOptions) -> int:
                     "records_by_origin": statuses[e.id]["records_by_origin"],
                     "backlog": statuses[e.id]["backlog"],
                     "lag_seconds": statuses[e.id]["lag_seconds"],
+                    "standards_release": statuses[e.id]["standards"].get("release"),
                 }
                 for e in layout.nodes
             },
@@ -234,7 +253,9 @@ def render(console: Console, layout: NetworkLayout, summary: dict[str, Any]) -> 
         n = nodes[node_id]
         lag = n["lag_seconds"]
         extra = "" if lag is None else f", backlog {n['backlog']}, lag {lag:.1f}s"
-        return f"[bold]{node_id}[/] {n['name']} ({n['level']}): {n['records']} records{extra}"
+        release = n.get("standards_release")
+        std = f", std {release}" if release else ", built-in std"
+        return f"[bold]{node_id}[/] {n['name']} ({n['level']}): {n['records']} records{extra}{std}"
 
     ministry = layout.ministry()
     tree = Tree(label(ministry.id))

@@ -103,6 +103,17 @@ async def get_metrics(request: web.Request) -> web.Response:
     return resp
 
 
+async def get_standards_file(request: web.Request) -> web.Response:
+    """A file of the verified standards repository this node serves to its children."""
+    node: Node = request.app[NODE_KEY]
+    if node.standards is None:
+        return json_error(404, "not_found", "this node does not distribute standards")
+    data = node.standards.served_file(request.match_info["path"])
+    if data is None:
+        return json_error(404, "not_found", "no such standards file")
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
 
 
@@ -114,4 +125,5 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/v1/standards/files/{path:.+}", get_standards_file)
     return app

@@ -35,7 +35,14 @@ def test_two_by_two_layout(network: NetworkLayout, tmp_path: Path) -> None:
     root = tmp_path / "net"
     assert network.root == root.resolve()
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
-    assert len(folders) == 7
+    assert len(folders) == 8  # seven nodes and the standards admin folder
+    assert "standards-admin" in folders
+    pinned = (root / "standards-admin" / "root.json").read_bytes()
+    for node in network.nodes:
+        cfg = load_config(node.config_path)
+        assert cfg.standards.trusted_root is not None
+        assert cfg.standards.trusted_root.read_bytes() == pinned
+        assert (cfg.standards.repository is not None) == (node.level is Level.MINISTRY)
     assert [n.id for n in network.nodes] == [
         "100000",
         "330000",
@@ -45,7 +52,7 @@ def test_two_by_two_layout(network: NetworkLayout, tmp_path: Path) -> None:
         "320100",
         "320200",
     ]
-    assert sorted(n.id for n in network.nodes) == folders
+    assert sorted(n.id for n in network.nodes) == [f for f in folders if f != "standards-admin"]
     assert network.ministry().id == MINISTRY_ID
     assert network.ministry().name == "人力资源和社会保障部"
     assert [p.id for p in network.provinces()] == ["330000", "320000"]

@@ -1,0 +1,186 @@
+"""Downward flow of coding standards through one node: fetch, verify, apply, re-serve.
+
+Every node pins the ministry's TUF root (`[standards] trusted_root`). A non-ministry node polls
+its parent's `/v1/standards/files/...` on a schedule, verifies everything with
+`security.tuf_client.StandardsClient` against that root (so a relaying province cannot alter
+what it passes on), makes the verified release the one in force atomically, and serves exactly
+the verified bytes to its own children. The ministry serves its publishing repository folder
+(`[standards] repository`) and verifies its own publication through the same client, reading
+files directly.
+
+Release contents are opaque here: `on_release(version, data)` hands them to whoever interprets
+them. This module does not publish (see `security.tuf_publish` and `lsnet standards`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from hierarchy_config.model import Level, NodeConfig
+from node.clock import Clock
+from security.standards_trust import StandardsFileMissing, StandardsTrustError, VerifiedTarget
+from security.tuf_client import StandardsClient
+
+log = logging.getLogger("lsnet.standards")
+
+FILES_PATH = "/v1/standards/files/"
+
+
+class StandardsMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.version = Gauge(
+            "lsnet_standards_release_version",
+            "Version of the standards release in force here (0 = none yet)",
+            registry=registry,
+        )
+        self.expires = Gauge(
+            "lsnet_standards_expires_timestamp_seconds",
+            "Earliest expiry of the verified standards metadata",
+            registry=registry,
+        )
+        self.refused = Counter(
+            "lsnet_standards_refused",
+            "Standards updates refused, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.updates = Counter(
+            "lsnet_standards_updates", "Standards releases put in force", registry=registry
+        )
+
+
+class StandardsChannel:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        state_dir: Path,
+        clock: Clock,
+        registry: CollectorRegistry,
+        on_release: Callable[[int, bytes], None],
+    ) -> None:
+        settings = config.standards
+        assert settings.trusted_root is not None
+        self.config = config
+        self.clock = clock
+        self.metrics = StandardsMetrics(registry)
+        self.on_release = on_release
+        self.repository = settings.repository
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.last_error: str | None = None
+        province = {
+            Level.PROVINCE: config.node_id,
+            Level.CITY: config.parent.id if config.parent else None,
+        }.get(config.level)
+        self.client = StandardsClient(
+            settings.trusted_root.read_bytes(),
+            state_dir / "metadata",
+            state_dir / "targets",
+            self._fetch_local if self.repository is not None else self._fetch_parent,
+            settings.max_release_bytes,
+            provinces=(province,) if province else (),
+            clock=lambda: datetime.fromtimestamp(clock.time_ms() / 1000, tz=UTC),
+        )
+        self.version = 0
+        self._announce(initial=True)
+
+    # -- what this node serves -----------------------------------------------------------------
+    def served_file(self, relative: str) -> bytes | None:
+        """Bytes of one standards file this node serves to its children, or None."""
+        if self.repository is not None:
+            return _read_inside(self.repository, relative)
+        return self.client.served_files().get(relative)
+
+    # -- refresh ---------------------------------------------------------------------------------
+    async def refresh(self) -> bool:
+        """Fetch, verify and put in force the newest release. True if the version changed."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(self.client.refresh)
+        except StandardsTrustError as exc:
+            self.metrics.refused.labels(exc.code).inc()
+            self.last_error = f"{exc.code}: {exc}"
+            # A parent that is down or has nothing verified yet is routine; anything else is an
+            # attack or a broken publication and must be seen.
+            level = logging.INFO if exc.can_retry else logging.WARNING
+            log.log(level, "STD refresh refused (%s): %s", exc.code, exc)
+            return False
+        self.last_error = None
+        return self._announce(initial=False)
+
+    def _announce(self, *, initial: bool) -> bool:
+        try:
+            release: VerifiedTarget = self.client.current_release()
+        except StandardsTrustError:
+            return False
+        expires = self.client.expires()
+        if expires is not None:
+            self.metrics.expires.set(expires.timestamp())
+        if release.version == self.version:
+            return False
+        self.on_release(release.version, release.data)
+        self.version = release.version
+        self.metrics.version.set(release.version)
+        if not initial:
+            self.metrics.updates.inc()
+            log.info("STD release %d in force", release.version)
+        return True
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- fetchers (called on the refresh worker thread) -----------------------------------------
+    def _fetch_local(self, relative: str, limit: int) -> bytes:
+        assert self.repository is not None
+        data = _read_inside(self.repository, relative, limit)
+        if data is None:
+            raise StandardsFileMissing(relative)
+        return data
+
+    def _fetch_parent(self, relative: str, limit: int) -> bytes:
+        assert self._loop is not None and self.config.parent is not None
+        url = self.config.parent.url + FILES_PATH + relative
+        future = asyncio.run_coroutine_threadsafe(self._get(url, limit), self._loop)
+        return future.result(timeout=self.config.sync.request_timeout_s + 5)
+
+    async def _get(self, url: str, limit: int) -> bytes:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        async with self._session.get(url) as resp:
+            if resp.status == 404:
+                raise StandardsFileMissing(url)
+            if resp.status != 200:
+                raise OSError(f"HTTP {resp.status} from {url}")
+            buf = bytearray()
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                buf.extend(chunk)
+                if len(buf) > limit:
+                    break  # the client reports the excess as too large
+            return bytes(buf)
+
+
+def _read_inside(root: Path, relative: str, limit: int | None = None) -> bytes | None:
+    """Read `root/relative` only if it lies inside `root` (no traversal) and is a file."""
+    if not relative or relative.startswith("/") or "\\" in relative:
+        return None
+    parts = relative.split("/")
+    if any(p in ("", ".", "..") for p in parts) or parts[0] not in ("metadata", "targets"):
+        return None
+    path = root.joinpath(*parts)
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as fh:
+            return fh.read() if limit is None else fh.read(limit + 1)
+    except OSError:
+        return None
