@@ -17,11 +17,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from hierarchy_config.model import NodeConfig
+from hierarchy_config.standards import StandardsError
 from node.clock import Clock, SystemClock
 from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore
+from node.validation import BuiltinValidator, RecordValidator, validator_for
 from security.keys import NodeKey, load_signing_key
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
@@ -55,6 +57,7 @@ class Node:
     _gauges: dict[str, Gauge] = field(default_factory=dict)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     standards_version: str = BUILTIN_STANDARDS
+    validator: RecordValidator = field(default_factory=BuiltinValidator)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -92,6 +95,9 @@ class Node:
             if node_ref and node_ref[0].upstream is not None:
                 node_ref[0].upstream.poke()
 
+        def current_validator() -> RecordValidator:
+            return node_ref[0].validator if node_ref else BuiltinValidator()
+
         receiver = PushReceiver(
             config=config,
             key=key,
@@ -99,6 +105,7 @@ class Node:
             clock=clock,
             metrics=metrics,
             on_applied=on_applied,
+            validator=current_validator,
         )
         node = cls(
             config=config,
@@ -199,9 +206,14 @@ class Node:
         await asyncio.to_thread(self.db.close)
 
     # -- use cases -------------------------------------------------------------------------------
-    def _release_in_force(self, version: int, data: bytes) -> None:
-        """A verified standards release became the one in force here."""
-        self.standards_version = f"std-{version}"
+    def _release_in_force(self, version: int, data: bytes, extension: bytes | None) -> None:
+        """A verified standards release became the one in force here: validate with it."""
+        try:
+            self.validator = validator_for(data, extension)
+        except StandardsError as exc:  # signed but unusable: keep the rules in force
+            log.error("standards release %d is signed but cannot be used: %s", version, exc)
+            return
+        self.standards_version = self.validator.standards_id
 
     async def ingest(self, recs: list[ValidRecord]) -> IngestResult:
         result = await self.store.ingest(recs, self.clock.time_ms(), self.standards_version)

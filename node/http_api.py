@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from node.records import RecordInvalid, ValidRecord, validate_record
+from node.records import RecordInvalid, ValidRecord
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -56,12 +56,16 @@ async def post_records(request: web.Request) -> web.Response:
         )
     valid: list[ValidRecord] = []
     errors: list[dict[str, Any]] = []
+    warnings = 0
+    validator = node.validator
     for index, obj in enumerate(data):
         if not isinstance(obj, dict):
             errors.append({"index": index, "field": "", "reason": "must be a JSON object"})
             continue
         try:
-            valid.append(validate_record(obj))
+            rec, warned = validator.validate(obj)
+            valid.append(rec)
+            warnings += warned
         except RecordInvalid as exc:
             errors.append({"index": index, "field": exc.field, "reason": exc.reason})
     if errors:
@@ -75,6 +79,8 @@ async def post_records(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "accepted": len(valid),
+            "warnings": warnings,
+            "standards": node.standards_version,
             "changed": result.changed,
             "unchanged": result.unchanged,
             "last_seq": result.last_seq,

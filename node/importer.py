@@ -21,8 +21,9 @@ from hierarchy_config.model import NodeConfig
 from node.clock import SystemClock
 from node.db import Database
 from node.ingest_files import RowError, count_rows, read_csv, read_jsonl
-from node.records import RecordInvalid, ValidRecord, validate_record
-from node.store import BUILTIN_STANDARDS, IngestResult, ingest_txn, read_meta_txn
+from node.records import RecordInvalid, ValidRecord
+from node.store import IngestResult, ingest_txn, read_meta_txn
+from node.validation import RecordValidator, release_in_force
 
 PROGRESS_THRESHOLD = 5000
 
@@ -37,6 +38,8 @@ class ImportReport:
     rejected: int = 0
     changed: int = 0
     unchanged: int = 0
+    warnings: int = 0
+    standards: str = ""
     aborted: bool = False
     errors: list[RowError] = field(default_factory=list)
 
@@ -51,7 +54,12 @@ def _rows(
 
 
 def _validated(
-    path: Path, fmt: str, record_type: str | None, report: ImportReport, max_errors: int = 1000
+    path: Path,
+    fmt: str,
+    record_type: str | None,
+    report: ImportReport,
+    validator: RecordValidator,
+    max_errors: int = 1000,
 ) -> Iterator[tuple[int, ValidRecord | None]]:
     for row, item in _rows(path, fmt, record_type):
         if isinstance(item, RowError):
@@ -63,7 +71,8 @@ def _validated(
         if record_type is not None and fmt == "jsonl" and "type" not in item:
             item = {"type": record_type, **item}
         try:
-            rec = validate_record(item)
+            rec, warned = validator.validate(item)
+            report.warnings += warned
         except RecordInvalid as exc:
             report.rejected += 1
             if len(report.errors) < max_errors:
@@ -94,7 +103,8 @@ def import_file(
         db.check_schema()
         db.read_sync(read_meta_txn)
         total = count_rows(path)
-        report = ImportReport()
+        validator = release_in_force(config)
+        report = ImportReport(standards=validator.standards_id)
         progress = Progress(
             TextColumn("[bold]importing"),
             BarColumn(),
@@ -107,15 +117,19 @@ def import_file(
         with progress:
             task = progress.add_task("import", total=total)
             if all_or_nothing:
-                for _ in _validated(path, fmt, record_type, report):
+                for _ in _validated(path, fmt, record_type, report, validator):
                     progress.advance(task, 0.5)
                 if report.rejected:
                     report.aborted = True
                     return report
                 check = ImportReport()
                 with db.writer.begin() as conn:
-                    for batch in _chunks(_validated(path, fmt, record_type, check), chunk):
-                        _add(report, ingest_txn(conn, batch, clock.time_ms(), BUILTIN_STANDARDS))
+                    for batch in _chunks(
+                        _validated(path, fmt, record_type, check, validator), chunk
+                    ):
+                        _add(
+                            report, ingest_txn(conn, batch, clock.time_ms(), validator.standards_id)
+                        )
                         report.accepted += len(batch)
                         progress.advance(task, 0.5 * len(batch))
                     if check.rejected:  # the file changed between the passes
@@ -123,9 +137,10 @@ def import_file(
                             f"{path} changed during the import; nothing was imported"
                         )
             else:
-                for batch in _chunks(_validated(path, fmt, record_type, report), chunk):
+                for batch in _chunks(_validated(path, fmt, record_type, report, validator), chunk):
                     _add(
-                        report, db.write_sync(ingest_txn, batch, clock.time_ms(), BUILTIN_STANDARDS)
+                        report,
+                        db.write_sync(ingest_txn, batch, clock.time_ms(), validator.standards_id),
                     )
                     report.accepted += len(batch)
                     progress.update(task, completed=report.accepted + report.rejected)

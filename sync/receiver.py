@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hierarchy_config.model import NodeConfig
 from node.clock import Clock
+from node.validation import BuiltinValidator, RecordValidator
 from security.keys import NodeKey
 from security.signing import SignatureInvalid, sign, verify
 from sync.errors import BatchRejected
@@ -79,7 +80,9 @@ class PushReceiver:
         clock: Clock,
         metrics: SyncMetrics,
         on_applied: Callable[[], None],
+        validator: Callable[[], RecordValidator] = BuiltinValidator,
     ) -> None:
+        self.validator = validator
         self.config = config
         self.key = key
         self.store = store
@@ -191,6 +194,7 @@ class PushReceiver:
                         route_of=self.config.route_of,
                         limits=self.config.limits,
                         validate_records=self.config.sync.revalidate_records,
+                        validator=self.validator(),
                     )
                 )
             except BatchRejected as exc:

@@ -23,8 +23,9 @@ from pathlib import Path
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from hierarchy_config.model import Level, NodeConfig
+from hierarchy_config.model import NodeConfig
 from node.clock import Clock
+from node.validation import followed_province
 from security.standards_trust import StandardsFileMissing, StandardsTrustError, VerifiedTarget
 from security.tuf_client import StandardsClient
 
@@ -64,7 +65,7 @@ class StandardsChannel:
         state_dir: Path,
         clock: Clock,
         registry: CollectorRegistry,
-        on_release: Callable[[int, bytes], None],
+        on_release: Callable[[int, bytes, bytes | None], None],
     ) -> None:
         settings = config.standards
         assert settings.trusted_root is not None
@@ -76,10 +77,8 @@ class StandardsChannel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self.last_error: str | None = None
-        province = {
-            Level.PROVINCE: config.node_id,
-            Level.CITY: config.parent.id if config.parent else None,
-        }.get(config.level)
+        province = followed_province(config)
+        self.province = province
         self.client = StandardsClient(
             settings.trusted_root.read_bytes(),
             state_dir / "metadata",
@@ -126,7 +125,8 @@ class StandardsChannel:
             self.metrics.expires.set(expires.timestamp())
         if release.version == self.version:
             return False
-        self.on_release(release.version, release.data)
+        ext = self.client.extension(self.province) if self.province else None
+        self.on_release(release.version, release.data, ext.data if ext else None)
         self.version = release.version
         self.metrics.version.set(release.version)
         if not initial:

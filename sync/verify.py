@@ -16,7 +16,8 @@ from enum import StrEnum
 from nacl.signing import VerifyKey
 
 from hierarchy_config.model import LimitsConfig
-from node.records import RECORD_TYPES, RecordInvalid, validate_record
+from node.records import RecordInvalid
+from node.validation import BuiltinValidator, RecordValidator
 from security.keys import key_id
 from security.signing import SignatureInvalid, verify
 from sync.errors import BatchRejected
@@ -51,6 +52,7 @@ def verify_batch(
     route_of: Callable[[str], str | None],
     limits: LimitsConfig,
     validate_records: bool = True,
+    validator: RecordValidator | None = None,
 ) -> VerifiedBatch:
     """Return the verified batch or raise BatchRejected with a precise code."""
     if signed.size > limits.max_batch_bytes:
@@ -88,31 +90,32 @@ def verify_batch(
         changes = decode_body(signed.body, header)
     except WireError as exc:
         raise BatchRejected(exc.code, f"batch of {origin}: {exc.message}") from None
+    rules = validator or BuiltinValidator()
     check = check_change if validate_records else check_change_key
     for change in changes:
-        check(change)
+        check(change, rules)
     return VerifiedBatch(signed, header, header_hash(signed.header_bytes), changes)
 
 
-def check_change_key(change: Change) -> None:
+def check_change_key(change: Change, rules: RecordValidator) -> None:
     """Cheap check on every change: a known record type whose natural key matches its fields."""
-    schema = RECORD_TYPES.get(change.record_type)
-    if schema is None:
+    natural_key = rules.natural_key(change.record_type)
+    if natural_key is None:
         raise BatchRejected(Code.INVALID_RECORD, f"change seq {change.seq}: unknown record type")
     payload = change.payload
-    if "|".join(payload.get(name, "") for name in schema.natural_key) != change.key:
+    if "|".join(payload.get(name, "") for name in natural_key) != change.key:
         raise BatchRejected(
             Code.INVALID_RECORD, f"change seq {change.seq}: key does not match the record fields"
         )
 
 
-def check_change(change: Change) -> None:
+def check_change(change: Change, rules: RecordValidator) -> None:
     """A change must be a valid, normalised record whose natural key matches the one it claims."""
     obj: dict[str, object] = {"type": change.record_type, **change.payload}
     if change.deleted:
         obj["deleted"] = True
     try:
-        rec = validate_record(obj)
+        rec, _warnings = rules.validate(obj)
     except RecordInvalid as exc:
         raise BatchRejected(
             Code.INVALID_RECORD, f"change seq {change.seq} ({change.record_type}): {exc}"
