@@ -419,5 +419,8 @@ def demo(
     sys.exit(code)
 
 
+# Command groups that live in their own modules register themselves on `main`.
+from node import standards_cli  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()
