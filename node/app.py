@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore
-from node.validation import BuiltinValidator, RecordValidator, validator_for
+from node.validation import BuiltinValidator, RecordValidator, Validators
 from security.keys import NodeKey, load_signing_key
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
@@ -58,6 +59,13 @@ class Node:
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     standards_version: str = BUILTIN_STANDARDS
     validator: RecordValidator = field(default_factory=BuiltinValidator)
+    validators: Validators | None = None
+
+    def validator_for_origin(self, origin: str) -> RecordValidator:
+        """The rules for records received from `origin`: with its province's local codes."""
+        if self.validators is None:
+            return self.validator
+        return self.validators.for_origin(origin)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -95,8 +103,8 @@ class Node:
             if node_ref and node_ref[0].upstream is not None:
                 node_ref[0].upstream.poke()
 
-        def current_validator() -> RecordValidator:
-            return node_ref[0].validator if node_ref else BuiltinValidator()
+        def current_validator(origin: str) -> RecordValidator:
+            return node_ref[0].validator_for_origin(origin) if node_ref else BuiltinValidator()
 
         receiver = PushReceiver(
             config=config,
@@ -206,10 +214,11 @@ class Node:
         await asyncio.to_thread(self.db.close)
 
     # -- use cases -------------------------------------------------------------------------------
-    def _release_in_force(self, version: int, data: bytes, extension: bytes | None) -> None:
-        """A verified standards release became the one in force here: validate with it."""
+    def _release_in_force(self, version: int, data: bytes, extensions: Mapping[str, bytes]) -> None:
+        """A verified standards release (or extension) is now in force here: validate with it."""
         try:
-            self.validator = validator_for(data, extension)
+            self.validators = Validators(self.config, data, extensions)
+            self.validator = self.validators.own()
         except StandardsError as exc:  # signed but unusable: keep the rules in force
             log.error("standards release %d is signed but cannot be used: %s", version, exc)
             return

@@ -17,6 +17,9 @@ import click
 
 from hierarchy_config.loader import load_config
 from hierarchy_config.standards import (
+    CodeEntry,
+    EffectiveStandards,
+    Extension,
     InvalidStandards,
     Release,
     build_release,
@@ -204,11 +207,107 @@ def standards_diff(a: str, b: str) -> None:
 @friendly
 def standards_dry_run(source: str, file: Path) -> None:
     """Validate a JSON Lines data set against a candidate release, changing nothing."""
-    from hierarchy_config.standards import EffectiveStandards
-
     release = _release_from(source)
     objs = [
         json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
     ]
     report = dry_run(EffectiveStandards(release, ()), objs)
     click.echo(report.render())
+
+
+@standards.command("delegate")
+@click.option("--dir", "folder", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--province", required=True, help="Province id, e.g. 330000.")
+@click.option("--public-key", required=True, help="The province's extension key (ed25519:…).")
+@click.option("--key", "keys", multiple=True, required=True, help="Administrator key; repeat.")
+@friendly
+def standards_delegate(folder: Path, province: str, public_key: str, keys: tuple[str, ...]) -> None:
+    """Delegate local codes of a province (its `province-<id>/*` namespace) to its key."""
+    from security.keys import parse_public_key
+
+    admin = AdminFolder(folder)
+    try:
+        admin.repository().delegate_province(
+            province,
+            parse_public_key(public_key),
+            targets_keys=admin.admin_keys(keys),
+            online=admin.online(),
+            now=datetime.now(UTC),
+        )
+    except (PublishError, StandardsTrustError, ValueError) as exc:
+        raise CliFailure(str(exc)) from None
+    click.echo(f"province {province} may now publish local codes for its subtree")
+
+
+@standards.command("extend")
+@click.option("--dir", "folder", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--province", required=True)
+@click.option("--province-key", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--version", "version", type=click.IntRange(1), required=True)
+@click.option("--release-version", type=click.IntRange(1), required=True)
+@click.argument("codes", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@friendly
+def standards_extend(
+    folder: Path, province: str, province_key: Path, version: int, release_version: int, codes: Path
+) -> None:
+    """Publish a province's local codes from a CSV: table,code,name[,valid_from,valid_to].
+
+    Codes must carry the province's reserved prefix and go only into extensible tables; they can
+    never change or shadow a ministry code."""
+    from security.keys import load_signing_key
+
+    ext = extension_from_csv(codes, province, version, release_version)
+    admin = AdminFolder(folder)
+    try:
+        _ = EffectiveStandards(Release.from_bytes(_current_release_bytes(admin)), (ext,))
+        name = admin.repository().add_extension(
+            province,
+            version,
+            ext.to_bytes(),
+            province_key=load_signing_key(province_key),
+            online=admin.online(),
+            now=datetime.now(UTC),
+        )
+    except (PublishError, StandardsTrustError, InvalidStandards, ValueError) as exc:
+        raise CliFailure(str(exc)) from None
+    click.echo(f"published {name}: {sum(len(v) for v in ext.tables.values())} local codes")
+
+
+def extension_from_csv(path: Path, province: str, version: int, release_version: int) -> Extension:
+    import csv
+    from datetime import date
+
+    tables: dict[str, list[CodeEntry]] = {}
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for row_no, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                table, code, name = row["table"].strip(), row["code"].strip(), row["name"].strip()
+                start = (row.get("valid_from") or "").strip()
+                end = (row.get("valid_to") or "").strip()
+                entry = CodeEntry(
+                    code=code,
+                    name=name,
+                    level=1,
+                    valid_from=date.fromisoformat(start) if start else None,
+                    valid_to=date.fromisoformat(end) if end else None,
+                )
+            except (KeyError, AttributeError, ValueError) as exc:
+                raise CliFailure(f"{path}: row {row_no}: {exc}") from None
+            tables.setdefault(table, []).append(entry)
+    return Extension(
+        province=province,
+        version=version,
+        release_version=release_version,
+        tables={k: tuple(v) for k, v in tables.items()},
+    )
+
+
+def _current_release_bytes(admin: AdminFolder) -> bytes:
+    """The newest release in the admin repository (to check an extension against it)."""
+    targets = sorted(
+        (admin.repository_dir / "targets" / "releases").glob("*.release-*.json"),
+        key=lambda p: int(p.stem.rsplit("-", 1)[1]),
+    )
+    if not targets:
+        raise CliFailure(f"{admin.repository_dir}: no release published yet")
+    return targets[-1].read_bytes()

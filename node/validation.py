@@ -58,8 +58,8 @@ class ReleaseValidator:
         return None if schema is None else schema.natural_key
 
 
-def followed_province(config: NodeConfig) -> str | None:
-    """The province whose local extensions apply to this node (its own, or its parent's)."""
+def own_province(config: NodeConfig) -> str | None:
+    """The province whose local extensions apply to this node's own records."""
     if config.level is Level.PROVINCE:
         return config.node_id
     if config.level is Level.CITY and config.parent is not None:
@@ -67,11 +67,38 @@ def followed_province(config: NodeConfig) -> str | None:
     return None
 
 
-def validator_for(release_data: bytes, extension_data: bytes | None) -> ReleaseValidator:
-    """Parse verified release (and extension) bytes; StandardsError if they do not parse."""
-    release = Release.from_bytes(release_data)
-    extensions = () if extension_data is None else (Extension.from_bytes(extension_data),)
-    return ReleaseValidator(EffectiveStandards(release, extensions))
+def followed_provinces(config: NodeConfig) -> tuple[str, ...]:
+    """Provinces whose extensions this node verifies: its own, or (ministry) every province,
+    so records from each subtree are validated with that subtree's local codes."""
+    if config.level is Level.MINISTRY:
+        return config.child_ids()
+    own = own_province(config)
+    return (own,) if own else ()
+
+
+class Validators:
+    """The release in force with, per province, that province's extension merged in."""
+
+    def __init__(self, config: NodeConfig, release: bytes, extensions: Mapping[str, bytes]) -> None:
+        self.config = config
+        parsed = Release.from_bytes(release)
+        self.plain = ReleaseValidator(EffectiveStandards(parsed, ()))
+        self.by_province = {
+            p: ReleaseValidator(EffectiveStandards(parsed, (Extension.from_bytes(data),)))
+            for p, data in extensions.items()
+        }
+
+    def own(self) -> ReleaseValidator:
+        """For records written at this node."""
+        province = own_province(self.config)
+        return self.by_province.get(province, self.plain) if province else self.plain
+
+    def for_origin(self, origin: str) -> ReleaseValidator:
+        """For records received from `origin` (below this node)."""
+        if self.config.level is Level.MINISTRY:
+            province = self.config.route_of(origin)
+            return self.by_province.get(province, self.plain) if province else self.plain
+        return self.own()
 
 
 def release_in_force(config: NodeConfig) -> RecordValidator:
@@ -86,7 +113,7 @@ def release_in_force(config: NodeConfig) -> RecordValidator:
     def offline(relative: str, limit: int) -> bytes:
         raise OSError("offline")
 
-    province = followed_province(config)
+    provinces = followed_provinces(config)
     try:
         client = StandardsClient(
             settings.trusted_root.read_bytes(),
@@ -94,11 +121,15 @@ def release_in_force(config: NodeConfig) -> RecordValidator:
             settings.state_dir / "targets",
             offline,
             settings.max_release_bytes,
-            provinces=(province,) if province else (),
+            provinces=provinces,
         )
         release = client.current_release()
-        ext = client.extension(province) if province else None
-        return validator_for(release.data, ext.data if ext else None)
+        extensions = {}
+        for p in provinces:
+            ext = client.extension(p)
+            if ext is not None:
+                extensions[p] = ext.data
+        return Validators(config, release.data, extensions).own()
     except (StandardsTrustError, StandardsError, OSError) as exc:
         log.info("no verified standards release here (%s); using the built-in schemas", exc)
         return BuiltinValidator()

@@ -80,7 +80,7 @@ class PushReceiver:
         clock: Clock,
         metrics: SyncMetrics,
         on_applied: Callable[[], None],
-        validator: Callable[[], RecordValidator] = BuiltinValidator,
+        validator: Callable[[str], RecordValidator] = lambda origin: BuiltinValidator(),
     ) -> None:
         self.validator = validator
         self.config = config
@@ -194,7 +194,7 @@ class PushReceiver:
                         route_of=self.config.route_of,
                         limits=self.config.limits,
                         validate_records=self.config.sync.revalidate_records,
-                        validator=self.validator(),
+                        rules_for=self.validator,
                     )
                 )
             except BatchRejected as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hierarchy_config.model import NodeConfig
 from node.clock import Clock
-from node.validation import followed_province
+from node.validation import followed_provinces
 from security.standards_trust import StandardsFileMissing, StandardsTrustError, VerifiedTarget
 from security.tuf_client import StandardsClient
 
@@ -65,7 +65,7 @@ class StandardsChannel:
         state_dir: Path,
         clock: Clock,
         registry: CollectorRegistry,
-        on_release: Callable[[int, bytes, bytes | None], None],
+        on_release: Callable[[int, bytes, Mapping[str, bytes]], None],
     ) -> None:
         settings = config.standards
         assert settings.trusted_root is not None
@@ -77,18 +77,18 @@ class StandardsChannel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self.last_error: str | None = None
-        province = followed_province(config)
-        self.province = province
+        self.provinces = followed_provinces(config)
         self.client = StandardsClient(
             settings.trusted_root.read_bytes(),
             state_dir / "metadata",
             state_dir / "targets",
             self._fetch_local if self.repository is not None else self._fetch_parent,
             settings.max_release_bytes,
-            provinces=(province,) if province else (),
+            provinces=self.provinces,
             clock=lambda: datetime.fromtimestamp(clock.time_ms() / 1000, tz=UTC),
         )
         self.version = 0
+        self._state: tuple[int, tuple[str, ...]] = (0, ())
         self._announce(initial=True)
 
     # -- what this node serves -----------------------------------------------------------------
@@ -123,10 +123,16 @@ class StandardsChannel:
         expires = self.client.expires()
         if expires is not None:
             self.metrics.expires.set(expires.timestamp())
-        if release.version == self.version:
+        extensions = {}
+        for province in self.provinces:
+            ext = self.client.extension(province)
+            if ext is not None:
+                extensions[province] = ext
+        state = (release.version, tuple(f"{p}:{e.sha256}" for p, e in sorted(extensions.items())))
+        if state == self._state:
             return False
-        ext = self.client.extension(self.province) if self.province else None
-        self.on_release(release.version, release.data, ext.data if ext else None)
+        self.on_release(release.version, release.data, {p: e.data for p, e in extensions.items()})
+        self._state = state
         self.version = release.version
         self.metrics.version.set(release.version)
         if not initial:

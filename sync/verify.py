@@ -52,7 +52,7 @@ def verify_batch(
     route_of: Callable[[str], str | None],
     limits: LimitsConfig,
     validate_records: bool = True,
-    validator: RecordValidator | None = None,
+    rules_for: Callable[[str], RecordValidator] | None = None,
 ) -> VerifiedBatch:
     """Return the verified batch or raise BatchRejected with a precise code."""
     if signed.size > limits.max_batch_bytes:
@@ -90,7 +90,7 @@ def verify_batch(
         changes = decode_body(signed.body, header)
     except WireError as exc:
         raise BatchRejected(exc.code, f"batch of {origin}: {exc.message}") from None
-    rules = validator or BuiltinValidator()
+    rules = rules_for(origin) if rules_for is not None else BuiltinValidator()
     check = check_change if validate_records else check_change_key
     for change in changes:
         check(change, rules)
