@@ -165,7 +165,9 @@ class Node:
         if serve:
             from node.http_api import build_app
 
-            self.runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            self.runner = web.AppRunner(
+                build_app(self), access_log=None, handle_signals=False, shutdown_timeout=3.0
+            )
             await self.runner.setup()
             site = web.TCPSite(
                 self.runner, self.config.node.host, self.config.node.port, reuse_address=True
@@ -187,6 +189,14 @@ class Node:
 
             self.jobs.every("standards-poll", self.config.standards.poll_interval_s, poll_standards)
             self._background.append(asyncio.create_task(poll_standards()))
+            if self.config.parent is not None:
+                self._background.append(asyncio.create_task(standards.follow_parent()))
+            else:
+
+                async def watch_repository() -> None:
+                    await standards.refresh_if_published()
+
+                self.jobs.every("standards-watch", 1.0, watch_repository)
         self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
         self.jobs.start()
         log.info(
@@ -207,6 +217,8 @@ class Node:
             await self.standards.close()
         if self.upstream is not None:
             await self.upstream.stop()
+        if self.standards is not None:
+            self.standards.release_waiters()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

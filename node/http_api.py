@@ -120,6 +120,21 @@ async def get_standards_file(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream")
 
 
+async def get_standards_wait(request: web.Request) -> web.Response:
+    """Long-poll: answers when what this node serves changes (or after `timeout` seconds), so
+    children refresh within moments of a new release instead of at their next poll."""
+    node: Node = request.app[NODE_KEY]
+    if node.standards is None:
+        return json_error(404, "not_found", "this node does not distribute standards")
+    try:
+        after = int(request.query.get("after", "-1"))
+        timeout_s = min(max(float(request.query.get("timeout", "25")), 0.0), 25.0)
+    except ValueError:
+        return json_error(400, "malformed", "after must be an integer and timeout a number")
+    generation = await node.standards.wait_for_change(after, timeout_s)
+    return web.json_response({"generation": generation, "release": node.standards.version})
+
+
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
 
 
@@ -132,4 +147,5 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/standards/files/{path:.+}", get_standards_file)
+    app.router.add_get("/v1/standards/wait", get_standards_wait)
     return app

@@ -15,6 +15,7 @@ them. This module does not publish (see `security.tuf_publish` and `lsnet standa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from security.tuf_client import StandardsClient
 log = logging.getLogger("lsnet.standards")
 
 FILES_PATH = "/v1/standards/files/"
+WAIT_PATH = "/v1/standards/wait"
 
 
 class StandardsMetrics:
@@ -88,6 +90,9 @@ class StandardsChannel:
             clock=lambda: datetime.fromtimestamp(clock.time_ms() / 1000, tz=UTC),
         )
         self.version = 0
+        self.generation = 0  # bumps whenever what this node serves changes
+        self._changed = asyncio.Event()
+        self._repo_stamp: float | None = None
         self._state: tuple[int, tuple[str, ...]] = (0, ())
         self._announce(initial=True)
 
@@ -134,11 +139,70 @@ class StandardsChannel:
         self.on_release(release.version, release.data, {p: e.data for p, e in extensions.items()})
         self._state = state
         self.version = release.version
+        self.generation += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
         self.metrics.version.set(release.version)
         if not initial:
             self.metrics.updates.inc()
             log.info("STD release %d in force", release.version)
         return True
+
+    # -- change notification (the "push hint": children long-poll their parent) ------------------
+    async def wait_for_change(self, after: int, timeout_s: float) -> int:
+        """Return the generation as soon as it differs from `after`, or after `timeout_s`."""
+        if self.generation != after:
+            return self.generation
+        event = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=timeout_s)
+        return self.generation
+
+    def release_waiters(self) -> None:
+        """Answer every pending long-poll now (the node is stopping)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow_parent(self, hint_timeout_s: float = 25.0) -> None:
+        """Long-poll the parent's change hint and refresh at once when it fires; runs until
+        cancelled. The scheduled poll stays as the safety net."""
+        assert self.config.parent is not None
+        url = self.config.parent.url + WAIT_PATH
+        seen: int | None = None
+        while True:
+            try:
+                generation = await self._wait_remote(url, seen, hint_timeout_s)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError):
+                await self.clock.sleep(min(self.config.standards.poll_interval_s, 5.0))
+                continue
+            if generation != seen:
+                if seen is not None:
+                    await self.refresh()
+                seen = generation
+
+    async def _wait_remote(self, url: str, seen: int | None, timeout_s: float) -> int:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        params = {"after": str(-1 if seen is None else seen), "timeout": str(timeout_s)}
+        per_call = aiohttp.ClientTimeout(total=timeout_s + 10)
+        async with self._session.get(url, params=params, timeout=per_call) as resp:
+            if resp.status != 200:
+                raise OSError(f"HTTP {resp.status}")
+            return int((await resp.json())["generation"])
+
+    async def refresh_if_published(self) -> bool:
+        """Ministry: refresh as soon as the repository's timestamp changes (cheap stat)."""
+        if self.repository is None:
+            return False
+        try:
+            stamp = (self.repository / "metadata" / "timestamp.json").stat().st_mtime
+        except OSError:
+            return False
+        if stamp == self._repo_stamp:
+            return False
+        self._repo_stamp = stamp
+        return await self.refresh()
 
     async def close(self) -> None:
         if self._session is not None:
