@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from hierarchy_config.model import NodeConfig
-from hierarchy_config.standards import StandardsError
+from hierarchy_config.standards import Issue, StandardsError
 from node.clock import Clock, SystemClock
 from node.db import Database
 from node.records import ValidRecord
@@ -236,8 +236,13 @@ class Node:
             return
         self.standards_version = self.validator.standards_id
 
-    async def ingest(self, recs: list[ValidRecord]) -> IngestResult:
-        result = await self.store.ingest(recs, self.clock.time_ms(), self.standards_version)
+    async def ingest(
+        self, recs: list[ValidRecord], warnings: list[tuple[Issue, ...]] | None = None
+    ) -> IngestResult:
+        """Write local records (one transaction) with their validation warnings; push soon."""
+        result = await self.store.ingest(
+            recs, self.clock.time_ms(), self.standards_version, warnings
+        )
         if result.changed and self.upstream is not None:
             self.upstream.poke()
         return result

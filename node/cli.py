@@ -292,17 +292,56 @@ def records_import(
     for err in report.errors[:50]:
         field = f" field '{err.field}'" if err.field else ""
         err_console.print(f"row {err.row}{field}: {err.reason}", highlight=False, markup=False)
+    for warn in report.warning_rows[:20]:
+        err_console.print(
+            f"warning: row {warn.row} field '{warn.field}': {warn.reason}",
+            highlight=False,
+            markup=False,
+        )
     if len(report.errors) > 50:
         err_console.print(f"... and {len(report.errors) - 50} more invalid rows", highlight=False)
     click.echo(
         f"accepted {report.accepted}, rejected {report.rejected} "
         f"({report.changed} changed, {report.unchanged} unchanged)"
+        + (f"; {report.warnings} warnings" if report.warnings else "")
         + (" - nothing imported (--all-or-nothing)" if report.aborted else "")
     )
     if report.aborted:
         sys.exit(2)
     if report.rejected:
         sys.exit(1)
+
+
+@records.command("warnings")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def records_warnings(config_path: Path, limit: int, as_json: bool) -> None:
+    """Validation warnings stored with local records (newest first)."""
+    from node.db import Database
+    from node.store import NodeStore
+
+    config = _load(config_path)
+
+    async def run() -> list[dict[str, Any]]:
+        db = Database(config.node.database)
+        try:
+            db.check_schema()
+            return await NodeStore(db).warnings(limit)
+        finally:
+            await asyncio.to_thread(db.close)
+
+    rows = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        click.echo(
+            f"{r['record_type']} {r['key']} v{r['version']} field '{r['field']}' "
+            f"[{r['rule_id']}, {r['standards']}]: {r['message']}"
+        )
+    click.echo(f"{len(rows)} warnings shown")
 
 
 # -- status / verify -------------------------------------------------------------------------------

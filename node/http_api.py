@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hierarchy_config.standards import Issue
 from node.records import RecordInvalid, ValidRecord
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ async def post_records(request: web.Request) -> web.Response:
         )
     valid: list[ValidRecord] = []
     errors: list[dict[str, Any]] = []
-    warnings = 0
+    issues: list[tuple[Issue, ...]] = []
+    details: list[dict[str, Any]] = []
     validator = node.validator
     for index, obj in enumerate(data):
         if not isinstance(obj, dict):
@@ -65,7 +67,11 @@ async def post_records(request: web.Request) -> web.Response:
         try:
             rec, warned = validator.validate(obj)
             valid.append(rec)
-            warnings += warned
+            issues.append(warned)
+            details.extend(
+                {"index": index, "field": w.field, "rule": w.rule_id, "message": w.message}
+                for w in warned
+            )
         except RecordInvalid as exc:
             errors.append({"index": index, "field": exc.field, "reason": exc.reason})
     if errors:
@@ -75,11 +81,12 @@ async def post_records(request: web.Request) -> web.Response:
             f"{len(errors)} of {len(data)} records are invalid; nothing was stored",
             records=errors[:100],
         )
-    result = await node.ingest(valid)
+    result = await node.ingest(valid, issues)
     return web.json_response(
         {
             "accepted": len(valid),
-            "warnings": warnings,
+            "warnings": len(details),
+            "warning_details": details[:100],
             "standards": node.standards_version,
             "changed": result.changed,
             "unchanged": result.unchanged,

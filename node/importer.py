@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hierarchy_config.model import NodeConfig
+from hierarchy_config.standards import Issue
 from node.clock import SystemClock
 from node.db import Database
 from node.ingest_files import RowError, count_rows, read_csv, read_jsonl
@@ -39,6 +40,7 @@ class ImportReport:
     changed: int = 0
     unchanged: int = 0
     warnings: int = 0
+    warning_rows: list[RowError] = field(default_factory=list)
     standards: str = ""
     aborted: bool = False
     errors: list[RowError] = field(default_factory=list)
@@ -60,26 +62,29 @@ def _validated(
     report: ImportReport,
     validator: RecordValidator,
     max_errors: int = 1000,
-) -> Iterator[tuple[int, ValidRecord | None]]:
+) -> Iterator[tuple[int, ValidRecord | None, tuple[Issue, ...]]]:
     for row, item in _rows(path, fmt, record_type):
         if isinstance(item, RowError):
             report.rejected += 1
             if len(report.errors) < max_errors:
                 report.errors.append(item)
-            yield row, None
+            yield row, None, ()
             continue
         if record_type is not None and fmt == "jsonl" and "type" not in item:
             item = {"type": record_type, **item}
         try:
             rec, warned = validator.validate(item)
-            report.warnings += warned
+            report.warnings += len(warned)
+            for w in warned:
+                if len(report.warning_rows) < max_errors:
+                    report.warning_rows.append(RowError(row, w.field, w.message))
         except RecordInvalid as exc:
             report.rejected += 1
             if len(report.errors) < max_errors:
                 report.errors.append(RowError(row, exc.field, exc.reason))
-            yield row, None
+            yield row, None, ()
             continue
-        yield row, rec
+        yield row, rec, warned
 
 
 def _add(report: ImportReport, result: IngestResult) -> None:
@@ -123,13 +128,11 @@ def import_file(
                     report.aborted = True
                     return report
                 check = ImportReport()
+                std = validator.standards_id
+                rows = _validated(path, fmt, record_type, check, validator)
                 with db.writer.begin() as conn:
-                    for batch in _chunks(
-                        _validated(path, fmt, record_type, check, validator), chunk
-                    ):
-                        _add(
-                            report, ingest_txn(conn, batch, clock.time_ms(), validator.standards_id)
-                        )
+                    for batch, warns in _chunks(rows, chunk):
+                        _add(report, ingest_txn(conn, batch, clock.time_ms(), std, warns))
                         report.accepted += len(batch)
                         progress.advance(task, 0.5 * len(batch))
                     if check.rejected:  # the file changed between the passes
@@ -137,11 +140,10 @@ def import_file(
                             f"{path} changed during the import; nothing was imported"
                         )
             else:
-                for batch in _chunks(_validated(path, fmt, record_type, report, validator), chunk):
-                    _add(
-                        report,
-                        db.write_sync(ingest_txn, batch, clock.time_ms(), validator.standards_id),
-                    )
+                std = validator.standards_id
+                rows = _validated(path, fmt, record_type, report, validator)
+                for batch, warns in _chunks(rows, chunk):
+                    _add(report, db.write_sync(ingest_txn, batch, clock.time_ms(), std, warns))
                     report.accepted += len(batch)
                     progress.update(task, completed=report.accepted + report.rejected)
         return report
@@ -149,16 +151,21 @@ def import_file(
         db.close()
 
 
+Chunk = tuple[list[ValidRecord], list[tuple[Issue, ...]]]
+
+
 def _chunks(
-    items: Iterator[tuple[int, ValidRecord | None]], size: int
-) -> Iterator[list[ValidRecord]]:
-    buf: list[ValidRecord] = []
-    for _, rec in items:
+    items: Iterator[tuple[int, ValidRecord | None, tuple[Issue, ...]]], size: int
+) -> Iterator[Chunk]:
+    recs: list[ValidRecord] = []
+    warns: list[tuple[Issue, ...]] = []
+    for _, rec, warned in items:
         if rec is None:
             continue
-        buf.append(rec)
-        if len(buf) >= size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
+        recs.append(rec)
+        warns.append(warned)
+        if len(recs) >= size:
+            yield recs, warns
+            recs, warns = [], []
+    if recs:
+        yield recs, warns

@@ -105,6 +105,28 @@ watermarks = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
+# Warnings (not errors) found when local records were validated against the standards release.
+record_warnings = Table(
+    "record_warnings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("record_type", String(64), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("field", String(128), nullable=False),
+    Column("rule_id", String(128), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("standards", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+Index(
+    "ix_record_warnings_record",
+    record_warnings.c.owner,
+    record_warnings.c.record_type,
+    record_warnings.c.key,
+)
+
 # Persisted state of the queue towards each upstream peer.
 links = Table(
     "links",

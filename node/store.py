@@ -13,14 +13,17 @@ import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from node.db import Database
 from node.records import ValidRecord
-from node.schema import batches, changelog, node_meta, records, watermarks
+
+if TYPE_CHECKING:
+    from hierarchy_config.standards import Issue
+from node.schema import batches, changelog, node_meta, record_warnings, records, watermarks
 from sync.wire import ZERO_HASH, pack_record
 
 # Until standards releases arrive (a later issue) records are validated by the built-in schemas.
@@ -161,11 +164,16 @@ class IngestResult:
     changed: int = 0
     unchanged: int = 0
     last_seq: int = 0
+    warnings: int = 0
     seqs: list[int] = field(default_factory=list)
 
 
 def ingest_txn(
-    conn: Connection, recs: Sequence[ValidRecord], now_ms: int, standards: str
+    conn: Connection,
+    recs: Sequence[ValidRecord],
+    now_ms: int,
+    standards: str,
+    warnings: Sequence[Sequence[Issue]] | None = None,
 ) -> IngestResult:
     """Write local records and their change-log entries in the caller's transaction.
 
@@ -177,7 +185,8 @@ def ingest_txn(
     result = IngestResult()
     pending: dict[tuple[str, str], tuple[int, bool, str]] = {}
     changes: list[tuple[ValidRecord, int, str]] = []
-    for rec in recs:
+    warning_rows: list[dict[str, Any]] = []
+    for index, rec in enumerate(recs):
         ident = (rec.record_type, rec.key)
         current = pending.get(ident)
         if current is None:
@@ -203,6 +212,20 @@ def ingest_txn(
         version = 1 if current is None else current[0] + 1
         pending[ident] = (version, rec.deleted, body)
         changes.append((rec, version, body))
+        for issue in warnings[index] if warnings is not None else ():
+            warning_rows.append(
+                {
+                    "record_type": rec.record_type,
+                    "owner": owner,
+                    "key": rec.key,
+                    "version": version,
+                    "field": issue.field[:128],
+                    "rule_id": issue.rule_id[:128],
+                    "message": issue.message,
+                    "standards": standards,
+                    "created_ms": now_ms,
+                }
+            )
     if not changes:
         result.last_seq = meta.last_seq
         return result
@@ -244,6 +267,9 @@ def ingest_txn(
         )
         result.seqs.append(seq)
     conn.execute(changelog.insert(), log_rows)
+    if warning_rows:
+        conn.execute(record_warnings.insert(), warning_rows)
+    result.warnings = len(warning_rows)
     upsert_record_rows(conn, rec_rows)
     result.changed = len(changes)
     result.last_seq = last
@@ -263,9 +289,16 @@ class NodeStore:
         return await self.db.read(read_meta_txn)
 
     async def ingest(
-        self, recs: Sequence[ValidRecord], now_ms: int, standards: str = BUILTIN_STANDARDS
+        self,
+        recs: Sequence[ValidRecord],
+        now_ms: int,
+        standards: str = BUILTIN_STANDARDS,
+        warnings: Sequence[Sequence[Issue]] | None = None,
     ) -> IngestResult:
-        return await self.db.write(ingest_txn, recs, now_ms, standards)
+        return await self.db.write(ingest_txn, recs, now_ms, standards, warnings)
+
+    async def warnings(self, limit: int) -> list[dict[str, Any]]:
+        return await self.db.read(warnings_txn, limit)
 
     async def status(self) -> StatusView:
         return await self.db.read(status_txn)
@@ -359,3 +392,11 @@ def origin_digests_txn(conn: Connection) -> dict[str, OriginDigest]:
     if current is not None:
         out[current] = OriginDigest(count, live, h.hexdigest())
     return out
+
+
+def warnings_txn(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """The newest stored validation warnings, newest first."""
+    rows = conn.execute(
+        select(record_warnings).order_by(record_warnings.c.id.desc()).limit(limit)
+    ).mappings()
+    return [dict(r) for r in rows]

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hierarchy_config.model import Level, NodeConfig
-from hierarchy_config.standards import EffectiveStandards, Extension, Release, StandardsError
+from hierarchy_config.standards import (
+    EffectiveStandards,
+    Extension,
+    Issue,
+    Release,
+    StandardsError,
+)
 from hierarchy_config.standards import validate_record as validate_with_release
 from node.records import RECORD_TYPES, ValidRecord
 from node.records import validate_record as validate_builtin
@@ -27,8 +33,8 @@ class RecordValidator(Protocol):
     @property
     def standards_id(self) -> str: ...
 
-    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, int]:
-        """The valid record and its number of warnings; raises RecordInvalid."""
+    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, tuple[Issue, ...]]:
+        """The valid record and its warnings; raises RecordInvalid."""
 
     def natural_key(self, record_type: str) -> tuple[str, ...] | None: ...
 
@@ -36,8 +42,8 @@ class RecordValidator(Protocol):
 class BuiltinValidator:
     standards_id = BUILTIN_STANDARDS
 
-    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, int]:
-        return validate_builtin(obj), 0
+    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, tuple[Issue, ...]]:
+        return validate_builtin(obj), ()
 
     def natural_key(self, record_type: str) -> tuple[str, ...] | None:
         schema = RECORD_TYPES.get(record_type)
@@ -49,9 +55,9 @@ class ReleaseValidator:
         self.standards = standards
         self.standards_id = f"std-{standards.id}"
 
-    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, int]:
+    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, tuple[Issue, ...]]:
         result = validate_with_release(self.standards, obj)
-        return result.record, len(result.warnings)
+        return result.record, result.warnings
 
     def natural_key(self, record_type: str) -> tuple[str, ...] | None:
         schema = self.standards.schemas.get(record_type)

@@ -103,3 +103,35 @@ async def test_health_status_and_metrics(city: tuple[TestNet, Node]) -> None:
             assert "lsnet_sync_backlog_changes" in text
             assert "lsnet_sync_push_seconds" in text
             assert f'lsnet_node_info{{level="city",node="{node.config.node_id}"' in text
+
+
+async def test_warnings_are_reported_and_stored(tmp_path: Path) -> None:
+    from node.datagen import id_check_char
+    from tests.support.network import wait_until
+
+    net = make_network(tmp_path, cities_per_province=1)
+    await net.init_all()
+    city_id = net.city_ids()[0]
+    await net.start(net.ministry_id)
+    await net.start(net.province_ids()[0])
+    node = await net.start(city_id)
+    try:
+        await wait_until(lambda: node.standards_version == "std-1", 20, "release 1 not in force")
+        person = next(o for o in generate_records(city_id, 20, seed=1) if o["type"] == "person")
+        body = "33019919800101001"  # 330199 is no known birthplace: a warning, not an error
+        odd = {
+            **person,
+            "person_id": body + id_check_char(body),
+            "birth_date": "1980-01-01",
+            "gender": "1",
+        }
+        status, answer = await _post(node, [odd])
+        assert status == 200, answer
+        assert answer["warnings"] == 1 and answer["standards"] == "std-1"
+        assert answer["warning_details"][0]["field"] == "person_id"
+        stored = await node.store.warnings(10)
+        assert [(w["field"], w["rule_id"], w["version"]) for w in stored] == [
+            ("person_id", "person.birthplace", 1)
+        ]
+    finally:
+        await net.stop_all()
