@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from hierarchy_config.model import NodeConfig
 from hierarchy_config.standards import Issue, StandardsError
+from network_mgmt.rollout import REPORT_PATH, RolloutView
 from node.clock import Clock, SystemClock
 from node.db import Database
 from node.records import ValidRecord
@@ -26,6 +27,7 @@ from node.scheduling import Jobs
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore
 from node.validation import BuiltinValidator, RecordValidator, Validators
 from security.keys import NodeKey, load_signing_key
+from sync.errors import PeerUnavailable
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
 from sync.sender import UpstreamQueue
@@ -53,6 +55,7 @@ class Node:
     transport: Transport
     jobs: Jobs = field(default_factory=Jobs)
     standards: StandardsChannel | None = None
+    rollout: RolloutView | None = None
     runner: web.AppRunner | None = None
     started_monotonic: float = 0.0
     _gauges: dict[str, Gauge] = field(default_factory=dict)
@@ -60,6 +63,31 @@ class Node:
     standards_version: str = BUILTIN_STANDARDS
     validator: RecordValidator = field(default_factory=BuiltinValidator)
     validators: Validators | None = None
+
+    def _note_release(self) -> None:
+        """Record this node's release in the rollout view and tell the parent soon."""
+        if self.rollout is None:
+            return
+        expires = self.standards.client.expires() if self.standards is not None else None
+        self.rollout.update_self(
+            self.standards_version,
+            int(expires.timestamp() * 1000) if expires else 0,
+            self.clock.time_ms(),
+        )
+        if self.started_monotonic and self.config.parent is not None:
+            self._background.append(asyncio.create_task(self.report_rollout()))
+
+    async def report_rollout(self) -> None:
+        """Send this subtree's standards releases to the parent (signed)."""
+        if self.rollout is None or self.config.parent is None:
+            return
+        body = self.rollout.make_report(self.key, self.clock.time_ms())
+        try:
+            await self.transport.post(
+                self.config.parent.id, self.config.parent.url + REPORT_PATH, body
+            )
+        except PeerUnavailable as exc:
+            log.info("STD [%s] rollout report not delivered: %s", self.config.parent.id, exc)
 
     def validator_for_origin(self, origin: str) -> RecordValidator:
         """The rules for records received from `origin`: with its province's local codes."""
@@ -130,6 +158,7 @@ class Node:
         )
         node_ref.append(node)
         if config.standards.trusted_root is not None:
+            node.rollout = RolloutView(config, registry)
             node.standards = StandardsChannel(
                 config=config,
                 state_dir=config.standards.state_dir,
@@ -183,6 +212,7 @@ class Node:
             self.jobs.every("sync-retry", self.config.sync.retry_interval_s, retry)
         if self.standards is not None:
             standards = self.standards
+            self._note_release()
 
             async def poll_standards() -> None:
                 await standards.refresh()
@@ -191,6 +221,9 @@ class Node:
             self._background.append(asyncio.create_task(poll_standards()))
             if self.config.parent is not None:
                 self._background.append(asyncio.create_task(standards.follow_parent()))
+                self.jobs.every(
+                    "standards-report", self.config.standards.poll_interval_s, self.report_rollout
+                )
             else:
 
                 async def watch_repository() -> None:
@@ -235,6 +268,7 @@ class Node:
             log.error("standards release %d is signed but cannot be used: %s", version, exc)
             return
         self.standards_version = self.validator.standards_id
+        self._note_release()
 
     async def ingest(
         self, recs: list[ValidRecord], warnings: list[tuple[Issue, ...]] | None = None

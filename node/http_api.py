@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hierarchy_config.standards import Issue
+from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
 from node.records import RecordInvalid, ValidRecord
 
 if TYPE_CHECKING:
@@ -142,6 +143,35 @@ async def get_standards_wait(request: web.Request) -> web.Response:
     return web.json_response({"generation": generation, "release": node.standards.version})
 
 
+async def post_standards_report(request: web.Request) -> web.Response:
+    """A child's signed report of the standards releases in force in its subtree."""
+    node: Node = request.app[NODE_KEY]
+    if node.rollout is None:
+        return json_error(404, "not_found", "this node does not distribute standards")
+    body = await request.content.read(MAX_REPORT_BYTES + 1)
+    if len(body) > MAX_REPORT_BYTES:
+        return json_error(413, "too_large", f"report exceeds {MAX_REPORT_BYTES} bytes")
+    try:
+        taken = node.rollout.accept_report(
+            body, node.clock.time_ms(), int(node.config.sync.max_clock_skew_s * 1000)
+        )
+    except ReportRejected as exc:
+        node.metrics.rejected.labels(exc.code.value).inc()
+        status = {"unknown_sender": 401, "bad_signature": 401, "stale": 401}.get(
+            exc.code.value, 400 if exc.code.value != "not_authorised" else 403
+        )
+        return json_error(status, exc.code.value, exc.message)
+    return web.json_response({"taken": taken})
+
+
+async def get_standards_rollout(request: web.Request) -> web.Response:
+    """Which release every node of this subtree runs, who is behind, who does not report."""
+    node: Node = request.app[NODE_KEY]
+    if node.rollout is None:
+        return json_error(404, "not_found", "this node does not distribute standards")
+    return web.json_response(node.rollout.document(node.clock.time_ms()))
+
+
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
 
 
@@ -155,4 +185,6 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/standards/files/{path:.+}", get_standards_file)
     app.router.add_get("/v1/standards/wait", get_standards_wait)
+    app.router.add_post("/v1/standards/report", post_standards_report)
+    app.router.add_get("/v1/standards/rollout", get_standards_rollout)
     return app
