@@ -158,9 +158,36 @@ def standards_publish(folder: Path, release_file: Path, keys: tuple[str, ...]) -
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
 @friendly
 def standards_status(config_path: Path) -> None:
-    """The standards release in force at this node (from its verified state)."""
-    validator = release_in_force(load_config(config_path))
-    click.echo(f"standards in force: {validator.standards_id}")
+    """The release in force here and, when the node runs, at every node below it."""
+    import asyncio
+
+    import aiohttp
+
+    config = load_config(config_path)
+    validator = release_in_force(config)
+    click.echo(f"{config.node_id}: standards in force {validator.standards_id}")
+
+    async def fetch() -> dict[str, object] | None:
+        timeout = aiohttp.ClientTimeout(total=3)
+        url = config.node.url + "/v1/standards/rollout"
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url) as r:
+                return await r.json() if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return None
+
+    doc = asyncio.run(fetch())
+    if doc is None:
+        click.echo("(node not running: no view of the nodes below)")
+        return
+    nodes = doc["nodes"]
+    assert isinstance(nodes, dict)
+    for node_id, entry in nodes.items():
+        if entry is None:
+            click.echo(f"  {node_id}  not reporting")
+        else:
+            flag = "  BEHIND" if entry["behind"] else ""
+            click.echo(f"  {node_id}  {entry['release']}  ({entry['age_seconds']}s ago){flag}")
 
 
 @standards.command("show")
