@@ -21,6 +21,7 @@ from rich.console import Console
 
 from hierarchy_config.loader import ConfigError, load_config
 from hierarchy_config.model import NodeConfig
+from hierarchy_config.standards.model import StandardsError
 from node.db import DatabaseError
 from node.importer import ImportFailed
 from node.store import NodeStateError
@@ -29,6 +30,7 @@ from security.keys import KeyError_, NodeKey, write_key_file
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrap
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    StandardsError,
     ImportFailed,
     ConfigError,
     KeyError_,
