@@ -78,6 +78,7 @@ def parse_config(data: dict[str, Any], path: Path) -> NodeConfig:
             if std.trusted_root is None
             else (base / std.trusted_root).resolve(),
             "repository": None if std.repository is None else (base / std.repository).resolve(),
+            "online_keys": None if std.online_keys is None else (base / std.online_keys).resolve(),
             "state_dir": (base / std.state_dir).resolve(),
         }
     )

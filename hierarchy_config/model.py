@@ -191,6 +191,11 @@ class StandardsConfig(_Frozen):
     repository: Path | None = Field(
         default=None, description="ministry only: the publishing repository folder it serves"
     )
+    online_keys: Path | None = Field(
+        default=None,
+        description="ministry only: folder with snapshot.key and timestamp.key, used to re-sign "
+        "the repository's timestamp before it expires",
+    )
     state_dir: Path = Path("standards-state")
     poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
     max_release_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

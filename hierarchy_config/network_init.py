@@ -275,6 +275,7 @@ def init_network(
             section: dict[str, Any] = {"trusted_root": ROOT_PIN_NAME}
             if p.entry.level is Level.MINISTRY:
                 section["repository"] = f"../{STANDARDS_ADMIN}/repository"
+                section["online_keys"] = f"../{STANDARDS_ADMIN}/keys"
             docs[p.entry.id]["standards"] = section
     for p in plans:  # validate everything before the first byte is written
         try:

@@ -77,6 +77,26 @@ class Node:
         if self.started_monotonic and self.config.parent is not None:
             self._background.append(asyncio.create_task(self.report_rollout()))
 
+    async def keep_standards_fresh(self) -> None:
+        """Ministry: re-sign the standards timestamp with the online keys before it expires."""
+        settings = self.config.standards
+        if settings.repository is None or settings.online_keys is None:
+            return
+        from datetime import UTC, datetime, timedelta
+
+        from security.keys import load_signing_key
+        from security.standards_admin import keep_fresh
+        from security.tuf_publish import OnlineKeys
+
+        online = OnlineKeys(
+            snapshot=load_signing_key(settings.online_keys / "snapshot.key"),
+            timestamp=load_signing_key(settings.online_keys / "timestamp.key"),
+        )
+        now = datetime.fromtimestamp(self.clock.time_ms() / 1000, tz=UTC)
+        repo = settings.repository
+        if await asyncio.to_thread(keep_fresh, repo, online, now, timedelta(hours=12)):
+            log.info("STD re-signed the standards timestamp before it expired")
+
     async def report_rollout(self) -> None:
         """Send this subtree's standards releases to the parent (signed)."""
         if self.rollout is None or self.config.parent is None:
@@ -230,6 +250,9 @@ class Node:
                     await standards.refresh_if_published()
 
                 self.jobs.every("standards-watch", 1.0, watch_repository)
+                if self.config.standards.online_keys is not None:
+                    self.jobs.every("standards-timestamp", 600.0, self.keep_standards_fresh)
+                    await self.keep_standards_fresh()
         self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
         self.jobs.start()
         log.info(

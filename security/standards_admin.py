@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from security.keys import KeyFileError, NodeKey, load_signing_key, write_key_file
@@ -93,3 +93,22 @@ def init_admin_folder(
     repo.add_release(1, first_release, targets_keys=keys[:threshold], online=online, now=now)
     folder.root_file.write_bytes(repo.root_bytes())
     return folder
+
+
+def timestamp_expires(repository_dir: Path) -> datetime:
+    """When the repository's current timestamp (and so every node's view) expires."""
+    import json
+
+    doc = json.loads((repository_dir / "metadata" / "timestamp.json").read_bytes())
+    return datetime.fromisoformat(str(doc["signed"]["expires"]).replace("Z", "+00:00"))
+
+
+def keep_fresh(repository_dir: Path, online: OnlineKeys, now: datetime, margin: timedelta) -> bool:
+    """Re-sign snapshot and timestamp (online keys) when they expire within `margin`.
+
+    Run on a schedule by the ministry node, so a quiet repository never freezes the network.
+    Returns True if it re-signed."""
+    if timestamp_expires(repository_dir) - now > margin:
+        return False
+    StandardsRepository(repository_dir).refresh_timestamp(online=online, now=now)
+    return True
