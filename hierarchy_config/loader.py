@@ -82,7 +82,14 @@ def parse_config(data: dict[str, Any], path: Path) -> NodeConfig:
             "state_dir": (base / std.state_dir).resolve(),
         }
     )
-    return cfg.model_copy(update={"node": node, "standards": standards})
+    tls = cfg.tls.model_copy(
+        update={
+            name: (base / value).resolve()
+            for name in ("cert_file", "key_file", "ca_file")
+            if (value := getattr(cfg.tls, name)) is not None
+        }
+    )
+    return cfg.model_copy(update={"node": node, "standards": standards, "tls": tls})
 
 
 def load_config(path: Path | str) -> NodeConfig:

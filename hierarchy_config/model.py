@@ -201,6 +201,33 @@ class StandardsConfig(_Frozen):
     max_release_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
 
+class TlsConfig(_Frozen):
+    """TLS for node-to-node HTTP with operator-provided certificates (see deploy/README.md).
+
+    With `cert_file` and `key_file` the node serves HTTPS; `ca_file` is the CA bundle that
+    signs the other nodes' certificates (used to verify the parent, and the children when
+    `require_client_cert` makes it mutual TLS)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise FieldProblem("tls.key_file", "cert_file and key_file go together")
+        if self.require_client_cert and (self.ca_file is None or self.cert_file is None):
+            raise FieldProblem(
+                "tls.require_client_cert", "mutual TLS needs cert_file, key_file and ca_file"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class ApiConfig(_Frozen):
     ingest_tokens: tuple[str, ...] = ()
 
@@ -221,6 +248,7 @@ class NodeConfig(_Frozen):
     sync: SyncConfig = SyncConfig()
     api: ApiConfig = ApiConfig()
     standards: StandardsConfig = StandardsConfig()
+    tls: TlsConfig = TlsConfig()
 
     @model_validator(mode="after")
     def _shape(self) -> NodeConfig:

@@ -25,6 +25,7 @@ from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore
+from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
 from security.keys import NodeKey, load_signing_key
 from sync.errors import PeerUnavailable
@@ -131,7 +132,10 @@ class Node:
         registry = CollectorRegistry()
         metrics = SyncMetrics(registry)
         sync_store = SyncStore(db)
-        transport = transport or HttpTransport(timeout_s=config.sync.request_timeout_s)
+        client_tls = client_context(config)
+        transport = transport or HttpTransport(
+            timeout_s=config.sync.request_timeout_s, ssl_context=client_tls
+        )
         upstream = None
         if config.parent is not None:
             upstream = UpstreamQueue(
@@ -185,6 +189,7 @@ class Node:
                 clock=clock,
                 registry=registry,
                 on_release=node._release_in_force,
+                ssl_context=client_tls,
             )
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
@@ -219,7 +224,11 @@ class Node:
             )
             await self.runner.setup()
             site = web.TCPSite(
-                self.runner, self.config.node.host, self.config.node.port, reuse_address=True
+                self.runner,
+                self.config.node.host,
+                self.config.node.port,
+                reuse_address=True,
+                ssl_context=server_context(self.config),
             )
             await site.start()
         if self.upstream is not None:

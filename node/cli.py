@@ -25,11 +25,13 @@ from hierarchy_config.standards.model import StandardsError
 from node.db import DatabaseError
 from node.importer import ImportFailed
 from node.store import NodeStateError
+from node.tls import TlsError
 from security.keys import KeyError_, NodeKey, write_key_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrap
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    TlsError,
     StandardsError,
     ImportFailed,
     ConfigError,
@@ -461,7 +463,7 @@ def demo(
 
 
 # Command groups that live in their own modules register themselves on `main`.
-from node import standards_cli  # noqa: E402, F401
+from node import audit_cli, standards_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -4,6 +4,7 @@ probe the parent, and render it for an operator or as JSON. Changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,13 +17,18 @@ from node.app import status_document
 from node.clock import SystemClock
 from node.db import Database
 from node.store import NodeStore
+from node.tls import client_context
 from sync.store import SyncStore
+from sync.transport import client_session
 
 
-async def probe(url: str, timeout_s: float = 3.0) -> tuple[bool, str]:
+async def probe(
+    url: str, timeout_s: float = 3.0, ssl_context: ssl.SSLContext | None = None
+) -> tuple[bool, str]:
     try:
         timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url + "/healthz") as resp:
+        session = client_session(timeout, ssl_context)
+        async with session as s, s.get(url + "/healthz") as resp:
             return resp.status == 200, f"HTTP {resp.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return False, type(exc).__name__ + (f": {exc}" if str(exc) else "")
@@ -46,7 +52,7 @@ async def collect_status(config: NodeConfig) -> dict[str, Any]:
         )
     doc = status_document(config, view, link, lag)
     if config.parent is not None:
-        reachable, detail = await probe(config.parent.url)
+        reachable, detail = await probe(config.parent.url, ssl_context=client_context(config))
         doc["parent"]["reachable"] = reachable
         doc["parent"]["probe"] = detail
     return doc

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from node.clock import Clock
 from node.validation import followed_provinces
 from security.standards_trust import StandardsFileMissing, StandardsTrustError, VerifiedTarget
 from security.tuf_client import StandardsClient
+from sync.transport import client_session
 
 log = logging.getLogger("lsnet.standards")
 
@@ -68,7 +70,9 @@ class StandardsChannel:
         clock: Clock,
         registry: CollectorRegistry,
         on_release: Callable[[int, bytes, Mapping[str, bytes]], None],
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl_context = ssl_context
         settings = config.standards
         assert settings.trusted_root is not None
         self.config = config
@@ -183,7 +187,7 @@ class StandardsChannel:
     async def _wait_remote(self, url: str, seen: int | None, timeout_s: float) -> int:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = client_session(timeout, self.ssl_context)
         params = {"after": str(-1 if seen is None else seen), "timeout": str(timeout_s)}
         per_call = aiohttp.ClientTimeout(total=timeout_s + 10)
         async with self._session.get(url, params=params, timeout=per_call) as resp:
@@ -225,7 +229,7 @@ class StandardsChannel:
     async def _get(self, url: str, limit: int) -> bytes:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = client_session(timeout, self.ssl_context)
         async with self._session.get(url) as resp:
             if resp.status == 404:
                 raise StandardsFileMissing(url)

@@ -7,6 +7,7 @@ leaves this module. Tests may plug in another Transport where HTTP is not the su
 
 from __future__ import annotations
 
+import ssl
 from typing import Protocol
 
 import aiohttp
@@ -22,14 +23,21 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    def __init__(self, *, timeout_s: float, max_response_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 10.0))
         self._max = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = client_session(self._timeout, self._ssl)
         return self._session
 
     async def post(self, peer: str, url: str, body: bytes) -> bytes:
@@ -55,6 +63,15 @@ class HttpTransport:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def client_session(
+    timeout: aiohttp.ClientTimeout, ssl_context: ssl.SSLContext | None
+) -> aiohttp.ClientSession:
+    """A session that verifies peers with the node's TLS settings (or the defaults)."""
+    if ssl_context is None:
+        return aiohttp.ClientSession(timeout=timeout)
+    return aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_context))
 
 
 def _error_fields(data: bytes) -> tuple[str, str, int | None]:
