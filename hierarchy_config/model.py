@@ -160,6 +160,12 @@ class LimitsConfig(_Frozen):
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_batches_per_transfer: int = Field(default=8, ge=1, le=1000)
     max_ingest_records: int = Field(default=10_000, ge=1)
+    # Per-peer rate limits on node-to-node requests (token bucket; 429 beyond them).
+    peer_requests_per_s: float = Field(default=50.0, gt=0)
+    peer_burst: int = Field(default=100, ge=1)
+    # Refused requests allowed per remote address before it is answered 429 unread.
+    bad_requests_per_s: float = Field(default=5.0, gt=0)
+    bad_burst: int = Field(default=20, ge=1)
 
 
 class SyncConfig(_Frozen):

@@ -21,6 +21,7 @@ from hierarchy_config.model import NodeConfig
 from node.clock import Clock
 from node.validation import BuiltinValidator, RecordValidator
 from security.keys import NodeKey
+from security.ratelimit import RateLimiter
 from security.signing import SignatureInvalid, sign, verify
 from sync.errors import BatchRejected
 from sync.metrics import SyncMetrics
@@ -49,6 +50,7 @@ STATUS_FOR = {
     Code.BAD_SIGNATURE: 401,
     Code.WRONG_DESTINATION: 421,
     Code.STALE: 401,
+    Code.RATE_LIMITED: 429,
 }
 
 
@@ -68,6 +70,12 @@ def error_response(code: Code, message: str, batch: int | None = None) -> web.Re
     # (a forged batch behind a valid envelope is not an authentication failure of the sender).
     status = 422 if batch is not None else STATUS_FOR.get(code, 400)
     return web.Response(status=status, body=packb({"error": err}), content_type=CONTENT_TYPE)
+
+
+def _limited(retry_after_s: float, message: str) -> web.Response:
+    resp = error_response(Code.RATE_LIMITED, message)
+    resp.headers["Retry-After"] = str(max(1, int(retry_after_s + 0.999)))
+    return resp
 
 
 class PushReceiver:
@@ -90,14 +98,31 @@ class PushReceiver:
         self.metrics = metrics
         self.on_applied = on_applied
         self.keys = config.subtree_keys()
+        limits = config.limits
+        self.per_peer = RateLimiter(limits.peer_requests_per_s, limits.peer_burst)
+        self.per_address = RateLimiter(limits.bad_requests_per_s, limits.bad_burst)
         self.children = {c.id: c for c in config.children}
 
     async def handle(self, request: web.Request) -> web.Response:
+        address = request.remote or "?"
+        now = self.clock.monotonic()
+        if self.per_address.retry_after(address) > 0 and not self.per_address.allow(address, now):
+            # This address keeps sending refused requests: answer without reading them.
+            self.metrics.rejected.labels(Code.RATE_LIMITED.value).inc()
+            return _limited(self.per_address.retry_after(address), "too many refused requests")
         try:
             body = await self._read_body(request)
             push = self._open(body)
+            if not self.per_peer.allow(push.sender, now):
+                raise ReceiveError(
+                    Code.RATE_LIMITED, f"node {push.sender} exceeds its request rate"
+                )
             verified = self._verify_all(push)
         except ReceiveError as exc:
+            if exc.code is Code.RATE_LIMITED:
+                self.metrics.rejected.labels(exc.code.value).inc()
+                return _limited(self.per_peer.retry_after(push.sender), exc.message)
+            self.per_address.allow(address, now)  # count the refusal against the address
             self.metrics.rejected.labels(exc.code.value).inc()
             log.warning(
                 "IN [%s] refused push: %s %s",

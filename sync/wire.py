@@ -47,6 +47,7 @@ class Code(StrEnum):
     BAD_RANGE = "bad_range"
     INVALID_RECORD = "invalid_record"
     UNAUTHENTICATED = "unauthenticated"
+    RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
 
 
