@@ -2,7 +2,9 @@
 
 init (keys, repository, release 1 from the default pack, the root to pin), build (a release from
 a folder of CSV/TOML files), publish (sign with a threshold of administrator keys and put it in
-the repository the ministry node serves), status, show, diff and dry-run. Parsing and printing
+the repository the ministry node serves — at once, or staged: `publish --stage`, then `sign` by
+each administrator, in place or offline on a copy merged back with `publish --merge`, then
+`publish --commit`), staged, status, show, diff and dry-run. Parsing and printing
 only: the work is done by `hierarchy_config.standards`, `security.standards_admin` and
 `security.tuf_publish`.
 """
@@ -10,8 +12,11 @@ only: the work is done by `hierarchy_config.standards`, `security.standards_admi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -29,8 +34,10 @@ from hierarchy_config.standards import (
 )
 from node.cli import CliFailure, friendly, main
 from node.validation import release_in_force
+from security.keys import KeyFileError, load_signing_key
 from security.standards_admin import AdminFolder, init_admin_folder
-from security.standards_trust import PublishError, StandardsTrustError
+from security.standards_trust import PublishError, StandardsTrustError, tuf_keyid
+from security.tuf_staging import StagedRelease, sign_staged_file
 
 
 def _release_from(source: str) -> Release:
@@ -121,37 +128,251 @@ def standards_build(folder: Path, version: int, out: Path, note: str, expires_da
     "--release",
     "release_file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    required=True,
+    help="Release file to publish (with --key) or to stage (with --stage).",
 )
 @click.option(
     "--key",
     "keys",
     multiple=True,
-    required=True,
     help="Administrator key (name like admin-1 or a path); repeat to reach the threshold.",
 )
+@click.option("--stage", is_flag=True, help="Only stage the release for separate signing.")
+@click.option(
+    "--merge",
+    "merges",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Merge the signatures of a staged file signed elsewhere; repeatable.",
+)
+@click.option("--commit", is_flag=True, help="Publish the staged release (threshold met).")
+@click.option("--discard", is_flag=True, help="Throw the staged release and its signatures away.")
 @friendly
-def standards_publish(folder: Path, release_file: Path, keys: tuple[str, ...]) -> None:
-    """Sign a release with a threshold of administrator keys and publish it to the repository."""
-    data = release_file.read_bytes()
-    try:
-        release = Release.from_bytes(data)
-    except InvalidStandards as exc:
-        raise CliFailure(f"{release_file}: {exc}") from None
+def standards_publish(
+    folder: Path,
+    release_file: Path | None,
+    keys: tuple[str, ...],
+    stage: bool,
+    merges: tuple[Path, ...],
+    commit: bool,
+    discard: bool,
+) -> None:
+    """Publish a release: in one step with a threshold of --key, or in steps.
+
+    \b
+    --release FILE --key admin-1 --key admin-2   sign and publish at once
+    --release FILE --stage                       stage it; then each administrator runs
+                                                 `lsnet standards sign`
+    --merge FILE                                 merge a staged copy signed offline
+    --commit                                     publish once the threshold is met
+    --discard                                    drop the staged release
+    """
     admin = AdminFolder(folder)
-    try:
-        name = admin.repository().add_release(
-            release.version,
-            data,
-            targets_keys=admin.admin_keys(keys),
-            online=admin.online(),
-            now=datetime.now(UTC),
+    repo = admin.repository()
+    if discard:
+        if release_file or keys or stage or merges or commit:
+            raise CliFailure("--discard takes no other option")
+        gone = _refusing(repo.discard_staged)
+        what = f"release {gone.version} ({gone.signatures} signatures)" if gone else "files"
+        click.echo(f"discarded the staged {what}")
+        return
+    if release_file is not None:
+        if merges or commit:
+            raise CliFailure(
+                "--release stages or publishes a new release; --merge and --commit "
+                "act on the staged one: run them separately"
+            )
+        data = release_file.read_bytes()
+        try:
+            release = Release.from_bytes(data)
+        except InvalidStandards as exc:
+            raise CliFailure(f"{release_file}: {exc}") from None
+        if stage:
+            _stage(admin, release.version, data, keys)
+            return
+        if not keys:
+            raise CliFailure(
+                "give --key for a threshold of administrators to publish at once, "
+                "or --stage to have them sign separately"
+            )
+        name = _refusing(
+            lambda: repo.add_release(
+                release.version,
+                data,
+                targets_keys=admin.admin_keys(keys),
+                online=admin.online(),
+                now=datetime.now(UTC),
+            )
         )
+        click.echo(
+            f"published release {release.version} as {name}; nodes pick it up on their next poll"
+        )
+        return
+    if stage or keys:
+        raise CliFailure(
+            "--stage and --key need --release FILE (to sign what is staged, run "
+            "`lsnet standards sign`)"
+        )
+    if not (merges or commit):
+        raise CliFailure("nothing to do: give --release FILE, --merge FILE, --commit or --discard")
+    for copy in merges:
+        before = _refusing(repo.staged)
+        info = _refusing(partial(repo.add_staged_signatures, copy))
+        added = len(set(info.signers) - set(before.signers if before else ()))
+        click.echo(f"merged {added} signature(s) from {copy}: {_count(info)}")
+    if commit:
+        name = _refusing(lambda: repo.commit_staged(online=admin.online(), now=datetime.now(UTC)))
+        click.echo(f"published the staged release as {name}; nodes pick it up on their next poll")
+    elif merges:
+        click.echo(_next_step(admin, _refusing(repo.staged)))
+
+
+def _stage(admin: AdminFolder, version: int, data: bytes, keys: tuple[str, ...]) -> None:
+    repo, signing_keys = admin.repository(), admin.admin_keys(keys)  # load keys before staging
+    staged = _refusing(lambda: repo.stage_release(version, data, now=datetime.now(UTC)))
+    click.echo(f"staged release {version} ({staged.target}, sha256 {staged.sha256}); not published")
+    for key in signing_keys:
+        _refusing(partial(repo.sign_staged, key))
+    click.echo(_next_step(admin, _refusing(repo.staged)))
+
+
+def _next_step(admin: AdminFolder, info: StagedRelease | None) -> str:
+    if info is None:
+        return "nothing is staged"
+    if info.ready:
+        return f"{_count(info)}: publish with `lsnet standards publish --dir {admin.root} --commit`"
+    return (
+        f"{_count(info)}. Each administrator signs with `lsnet standards sign --dir {admin.root} "
+        f"--key admin-N`, or offline: copy {info.path}, run `lsnet standards sign --staged FILE "
+        f"--key PATH`, copy it back and `lsnet standards publish --dir {admin.root} --merge FILE`"
+    )
+
+
+def _count(info: StagedRelease) -> str:
+    if info.threshold is None:
+        return f"{info.signatures} signature(s), not checked (no root given)"
+    return f"{info.signatures} of {info.threshold} signatures"
+
+
+T = TypeVar("T")
+
+
+def _refusing(action: Callable[[], T]) -> T:
+    """Run a repository step; its refusal becomes one line on stderr and exit code 2."""
+    try:
+        return action()
     except (PublishError, StandardsTrustError) as exc:
         raise CliFailure(str(exc)) from None
-    click.echo(
-        f"published release {release.version} as {name}; nodes pick it up on their next poll"
+
+
+def _signer_names(admin: AdminFolder) -> dict[str, str]:
+    """TUF key id -> `admin-N` for the administrator keys present in this folder (best effort)."""
+    names = {}
+    for path in sorted(admin.keys_dir.glob("admin-*.key")):
+        try:
+            names[tuf_keyid(load_signing_key(path).verify_key)] = path.stem
+        except KeyFileError:
+            continue
+    return names
+
+
+def _describe(info: StagedRelease, names: dict[str, str]) -> list[str]:
+    signers = ", ".join(f"{names.get(k, 'key')} {k[:16]}" for k in info.signers) or "nobody yet"
+    return [
+        f"staged release {info.version}: {info.target} ({info.length} bytes, sha256 {info.sha256})",
+        f"targets v{info.targets_version}, expires {info.expires.isoformat()}",
+        f"{_count(info)}; signed by {signers}",
+        f"file to sign: {info.path}",
+    ]
+
+
+@standards.command("sign")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Admin folder: sign its staged release in place.",
+)
+@click.option(
+    "--staged",
+    "staged_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A copy of staging/targets.json to sign offline (in place).",
+)
+@click.option("--key", required=True, help="Your administrator key (admin-N with --dir, or path).")
+@click.option(
+    "--root",
+    "root_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="With --staged: the pinned root.json, to check the key and count valid signatures.",
+)
+@click.option(
+    "--release",
+    "release_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="With --staged: the release file you reviewed; refuse unless it is what is staged.",
+)
+@friendly
+def standards_sign(
+    folder: Path | None,
+    staged_file: Path | None,
+    key: str,
+    root_file: Path | None,
+    release_file: Path | None,
+) -> None:
+    """Add one administrator's signature to the staged release (in place, or on a copy)."""
+    if (folder is None) == (staged_file is None):
+        raise CliFailure("give either --dir ADMIN (sign in place) or --staged FILE (a copy)")
+    if folder is not None:
+        if root_file or release_file:
+            raise CliFailure("--root and --release go with --staged; --dir uses its own root")
+        admin = AdminFolder(folder)
+        (signing_key,) = admin.admin_keys([key])
+        repo = admin.repository()
+        _refusing(lambda: repo.sign_staged(signing_key))
+        info = _refusing(repo.staged)
+        assert info is not None
+        click.echo(f"signed staged release {info.version} with {key}")
+        click.echo(_next_step(admin, info))
+        return
+    assert staged_file is not None
+    key_path = Path(key)
+    if not key_path.is_file():
+        raise CliFailure(f"{key}: no such key file (with --staged, --key is a path)")
+    info = _refusing(
+        lambda: sign_staged_file(
+            staged_file,
+            load_signing_key(key_path),
+            root=root_file.read_bytes() if root_file else None,
+            release=release_file.read_bytes() if release_file else None,
+        )
     )
+    for line in _describe(info, {}):
+        click.echo(line)
+    click.echo(
+        f"signed {staged_file} with {key_path.name}; copy it back and run "
+        f"`lsnet standards publish --dir ADMIN --merge {staged_file.name}`"
+    )
+
+
+@standards.command("staged")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="Admin folder.",
+)
+@friendly
+def standards_staged(folder: Path) -> None:
+    """Show the staged release, how many administrators signed it, and who."""
+    admin = AdminFolder(folder)
+    info = _refusing(admin.repository().staged)
+    if info is None:
+        click.echo("nothing is staged")
+        return
+    for line in _describe(info, _signer_names(admin)):
+        click.echo(line)
+    click.echo(_next_step(admin, info))
 
 
 @standards.command("status")

@@ -14,7 +14,10 @@ keys), snapshot and timestamp (one online key each), and one terminating delegat
 province, `province-<id>` with paths `province-<id>/*`, signed by the province's own key.
 Every write is checked before it lands: a role must carry a threshold of signatures from keys it
 is entitled to, versions only go up, and a province may only list targets under its prefix.
-All expiry times come from the `now` argument.
+All expiry times come from the `now` argument. A release is published either in one step with
+a threshold of administrator keys (`add_release`) or staged under `staging/` for administrators
+to sign one at a time and committed later (`stage_release` … `commit_staged`, from
+`security.tuf_staging`); both go through the same commit path.
 
 This module does no network I/O, does not keep private keys (callers pass `NodeKey`s per call),
 and does not build or parse release contents.
@@ -22,8 +25,6 @@ and does not build or parse release contents.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +57,7 @@ from security.standards_trust import (
     tuf_public_key,
     tuf_signer,
 )
+from security.tuf_staging import StagingMixin, write_atomically
 
 _HASH = "sha256"
 
@@ -85,7 +87,7 @@ def _utc(now: datetime) -> datetime:
     return now.replace(microsecond=0)
 
 
-class StandardsRepository:
+class StandardsRepository(StagingMixin):
     """A TUF repository folder for standards releases and provincial extensions."""
 
     def __init__(self, root_dir: Path, expiry: ExpiryPolicy | None = None) -> None:
@@ -148,30 +150,15 @@ class StandardsRepository:
         online: OnlineKeys,
         now: datetime,
     ) -> str:
-        """Publish `data` as release `version` and point `current.json` at it; return its name."""
-        now = _utc(now)
-        root = self._root()
-        snapshot_md, timestamp_md = self._snapshot(), self._timestamp()
-        targets_md = self._targets(snapshot_md, "targets")
-        name = release_target(version)
-        current = targets_md.signed.targets.get(pointer_target())
-        if name in targets_md.signed.targets:
-            raise PublishError(f"{name} is already published; releases are immutable")
-        if current is not None:
-            old = Pointer.from_bytes(self._read_target(current), "releases/release-{}.json")
-            if version <= old.version:
-                raise PublishError(f"release {version} is not newer than {old.version}")
-        pointer = Pointer(version, name).to_bytes()
-        files = {name: data, pointer_target(): pointer}
-        for path, blob in files.items():
-            targets_md.signed.targets[path] = TargetFile.from_data(path, blob, [_HASH])
-        self._bump(targets_md, now + self.expiry.targets)
+        """Publish `data` as release `version` and point `current.json` at it; return its name.
+
+        One step, with a threshold of administrator keys at hand. `stage_release`,
+        `sign_staged` and `commit_staged` (`security.tuf_staging`) make the same publication
+        with each administrator signing separately."""
+        targets_md, files = self._draft_release(version, data, now)
         self._sign(targets_md, targets_keys)
-        self._check_signed(root.signed, "targets", targets_md)
-        self._commit(
-            root.signed, snapshot_md, timestamp_md, {"targets": targets_md}, online, now, files
-        )
-        return name
+        self._commit_release(targets_md, files, online=online, now=now)
+        return release_target(version)
 
     def delegate_province(
         self,
@@ -326,6 +313,59 @@ class StandardsRepository:
     def _read_target(self, info: TargetFile) -> bytes:
         return self._target_path(info).read_bytes()
 
+    # --- releases: draft, then commit (shared by add_release and staged releases) ----------
+
+    def _draft_release(
+        self, version: int, data: bytes, now: datetime
+    ) -> tuple[Metadata[Targets], dict[str, bytes]]:
+        """Unsigned targets N+1 listing release `version` and the new pointer, and those files.
+
+        Refuses a version already published or not newer than the current release."""
+        now = _utc(now)
+        targets_md = self._targets(self._snapshot(), "targets")
+        name = release_target(version)
+        current = targets_md.signed.targets.get(pointer_target())
+        if name in targets_md.signed.targets:
+            raise PublishError(f"{name} is already published; releases are immutable")
+        if current is not None:
+            old = Pointer.from_bytes(self._read_target(current), "releases/release-{}.json")
+            if version <= old.version:
+                raise PublishError(f"release {version} is not newer than {old.version}")
+        files = {name: data, pointer_target(): Pointer(version, name).to_bytes()}
+        for path, blob in files.items():
+            targets_md.signed.targets[path] = TargetFile.from_data(path, blob, [_HASH])
+        self._bump(targets_md, now + self.expiry.targets)
+        return targets_md, files
+
+    def _commit_release(
+        self,
+        targets_md: Metadata[Targets],
+        files: dict[str, bytes],
+        *,
+        online: OnlineKeys,
+        now: datetime,
+    ) -> None:
+        """Publish a signed draft: it must still follow the published targets, be unexpired and
+        carry the threshold; then `_commit` writes targets, snapshot and timestamp."""
+        now = _utc(now)
+        root = self._root()
+        snapshot_md, timestamp_md = self._snapshot(), self._timestamp()
+        published = snapshot_md.signed.meta["targets.json"].version
+        if targets_md.signed.version != published + 1:
+            raise PublishError(
+                f"targets v{targets_md.signed.version} does not follow the published "
+                f"v{published} (the repository changed since); nothing written"
+            )
+        if targets_md.signed.is_expired(now):
+            raise PublishError(
+                f"targets v{targets_md.signed.version} expired at {targets_md.signed.expires}; "
+                "nothing written"
+            )
+        self._check_signed(root.signed, "targets", targets_md)
+        self._commit(
+            root.signed, snapshot_md, timestamp_md, {"targets": targets_md}, online, now, files
+        )
+
     # --- signing and writing ------------------------------------------------------------------
 
     @staticmethod
@@ -362,13 +402,13 @@ class StandardsRepository:
             info = TargetFile.from_data(path, blob, [_HASH])
             dest = self._target_path(info)
             if not dest.exists():
-                _atomic_write(dest, blob)
+                write_atomically(dest, blob)
 
     def _write_versioned(self, md: Metadata[Any], role: str) -> None:
         dest = self.metadata_dir / f"{md.signed.version}.{role}.json"
         if dest.exists():
             raise PublishError(f"{dest} exists; metadata versions are immutable")
-        _atomic_write(dest, md.to_bytes())
+        write_atomically(dest, md.to_bytes())
 
     def _commit(
         self,
@@ -414,19 +454,5 @@ class StandardsRepository:
                 raise PublishError(f"{dest} exists; metadata versions are immutable")
         self._write_targets(target_files or {})
         for dest, data in writes:
-            _atomic_write(dest, data)
-        _atomic_write(self.metadata_dir / "timestamp.json", timestamp_md.to_bytes())
-
-
-def _atomic_write(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            write_atomically(dest, data)
+        write_atomically(self.metadata_dir / "timestamp.json", timestamp_md.to_bytes())
