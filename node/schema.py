@@ -139,3 +139,24 @@ links = Table(
     Column("last_error", Text, nullable=False),
     Column("last_error_ms", BigInteger, nullable=False),
 )
+
+# Tamper-evident audit log of security events (security.audit): a hash chain, dense seq from 1,
+# every entry signed by the node key (`kid` names it). Append-only: triggers refuse UPDATE/DELETE.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time_ms", BigInteger, nullable=False),
+    Column("node", String(64), nullable=False),
+    Column("kid", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+)
+Index("ix_audit_log_time", audit_log.c.time_ms)
+Index("ix_audit_log_kind", audit_log.c.kind, audit_log.c.time_ms)
+Index("ix_audit_log_peer", audit_log.c.peer, audit_log.c.time_ms)
