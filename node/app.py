@@ -24,9 +24,11 @@ from node.clock import Clock, SystemClock
 from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
+from node.security_events import SecurityEvents
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore
 from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
+from security.audit import AuditKind, AuditLog
 from security.keys import NodeKey, load_signing_key
 from sync.errors import PeerUnavailable
 from sync.metrics import SyncMetrics
@@ -55,6 +57,7 @@ class Node:
     upstream: UpstreamQueue | None
     transport: Transport
     jobs: Jobs = field(default_factory=Jobs)
+    security: SecurityEvents | None = None
     standards: StandardsChannel | None = None
     rollout: RolloutView | None = None
     runner: web.AppRunner | None = None
@@ -181,6 +184,10 @@ class Node:
             transport=transport,
         )
         node_ref.append(node)
+        node.security = SecurityEvents(config, AuditLog(db, key, config.node_id, clock), registry)
+        receiver.events = node.security
+        if upstream is not None:
+            upstream.events = node.security
         if config.standards.trusted_root is not None:
             node.rollout = RolloutView(config, registry)
             node.standards = StandardsChannel(
@@ -191,6 +198,7 @@ class Node:
                 on_release=node._release_in_force,
                 ssl_context=client_tls,
             )
+            node.standards.events = node.security
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )
@@ -216,6 +224,19 @@ class Node:
                 "check 'database' in the configuration"
             )
         self.started_monotonic = time.monotonic()
+        if self.security is not None:
+            await self.security.emit(
+                AuditKind.CONFIG_LOADED,
+                code="start",
+                detail={
+                    "level": self.config.level.value,
+                    "parent": self.config.parent.id if self.config.parent else "",
+                    "children": len(self.config.children),
+                    "standards": self.standards is not None,
+                    "tls": self.config.tls.enabled,
+                    "version": SOFTWARE_VERSION,
+                },
+            )
         if serve:
             from node.http_api import build_app
 

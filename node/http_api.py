@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hierarchy_config.standards import Issue
 from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
 from node.records import RecordInvalid, ValidRecord
+from security.audit import AuditKind
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -37,6 +38,13 @@ def _authorised(node: Node, request: web.Request) -> bool:
 async def post_records(request: web.Request) -> web.Response:
     node: Node = request.app[NODE_KEY]
     if not _authorised(node, request):
+        if node.security is not None:
+            await node.security.emit(
+                AuditKind.REQUEST_REJECTED,
+                peer=request.remote or "",
+                code="unauthenticated",
+                detail={"path": "/v1/records"},
+            )
         return json_error(
             401, "unauthenticated", "a valid ingest token is required (Authorization: Bearer ...)"
         )
@@ -157,6 +165,13 @@ async def post_standards_report(request: web.Request) -> web.Response:
         )
     except ReportRejected as exc:
         node.metrics.rejected.labels(exc.code.value).inc()
+        if node.security is not None:
+            await node.security.emit(
+                AuditKind.REQUEST_REJECTED,
+                peer=request.remote or "",
+                code=exc.code.value,
+                detail={"path": "/v1/standards/report"},
+            )
         status = {"unknown_sender": 401, "bad_signature": 401, "stale": 401}.get(
             exc.code.value, 400 if exc.code.value != "not_authorised" else 403
         )

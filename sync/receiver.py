@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from hierarchy_config.model import NodeConfig
 from node.clock import Clock
 from node.validation import BuiltinValidator, RecordValidator
+from security.audit import AuditKind
 from security.keys import NodeKey
 from security.ratelimit import RateLimiter
 from security.signing import SignatureInvalid, sign, verify
@@ -40,6 +41,9 @@ from sync.wire import (
     packb,
 )
 
+if TYPE_CHECKING:
+    from node.security_events import SecurityEvents
+
 log = logging.getLogger("lsnet.sync")
 
 STATUS_FOR = {
@@ -55,11 +59,14 @@ STATUS_FOR = {
 
 
 class ReceiveError(Exception):
-    def __init__(self, code: Code, message: str, batch: int | None = None) -> None:
+    def __init__(
+        self, code: Code, message: str, batch: int | None = None, claimed: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.batch = batch
+        self.claimed = claimed  # the sender the request names, not yet authenticated
 
 
 def error_response(code: Code, message: str, batch: int | None = None) -> web.Response:
@@ -97,6 +104,7 @@ class PushReceiver:
         self.clock = clock
         self.metrics = metrics
         self.on_applied = on_applied
+        self.events: SecurityEvents | None = None
         self.keys = config.subtree_keys()
         limits = config.limits
         self.per_peer = RateLimiter(limits.peer_requests_per_s, limits.peer_burst)
@@ -110,9 +118,11 @@ class PushReceiver:
             # This address keeps sending refused requests: answer without reading them.
             self.metrics.rejected.labels(Code.RATE_LIMITED.value).inc()
             return _limited(self.per_address.retry_after(address), "too many refused requests")
+        sender = ""
         try:
             body = await self._read_body(request)
             push = self._open(body)
+            sender = push.sender
             if not self.per_peer.allow(push.sender, now):
                 raise ReceiveError(
                     Code.RATE_LIMITED, f"node {push.sender} exceeds its request rate"
@@ -121,9 +131,19 @@ class PushReceiver:
         except ReceiveError as exc:
             if exc.code is Code.RATE_LIMITED:
                 self.metrics.rejected.labels(exc.code.value).inc()
-                return _limited(self.per_peer.retry_after(push.sender), exc.message)
+                return _limited(self.per_peer.retry_after(sender), exc.message)
             self.per_address.allow(address, now)  # count the refusal against the address
             self.metrics.rejected.labels(exc.code.value).inc()
+            if self.events is not None:
+                kind = AuditKind.REQUEST_REJECTED if exc.batch is None else AuditKind.BATCH_REJECTED
+                detail: dict[str, str | int | bool] = {"address": address[:64]}
+                if exc.claimed:
+                    detail["claimed"] = exc.claimed[:64]
+                if exc.batch is not None:
+                    detail["batch"] = exc.batch
+                await self.events.emit(
+                    kind, peer=sender or address, code=exc.code.value, detail=detail
+                )
             log.warning(
                 "IN [%s] refused push: %s %s",
                 request.remote,
@@ -146,6 +166,13 @@ class PushReceiver:
                 self.metrics.watermark.labels(vb.header.origin).set(vb.header.last_seq)
             elif res.status is BatchStatus.REJECTED:
                 self.metrics.rejected.labels(res.code).inc()
+                if self.events is not None:
+                    await self.events.emit(
+                        AuditKind.BATCH_REJECTED,
+                        peer=push.sender,
+                        code=res.code,
+                        detail={"origin": res.origin, "first_seq": res.first_seq},
+                    )
                 log.warning(
                     "IN [%s] rejected batch of %s: %s", push.sender, vb.header.origin, res.message
                 )
@@ -183,19 +210,25 @@ class PushReceiver:
             )
         except WireError as exc:
             raise ReceiveError(exc.code, exc.message) from None
-        child = self.children.get(push.sender)
+        claimed = push.sender
+        child = self.children.get(claimed)
         if child is None:
-            raise ReceiveError(Code.UNKNOWN_SENDER, f"node {push.sender} is not an enrolled child")
+            raise ReceiveError(
+                Code.UNKNOWN_SENDER, f"node {claimed} is not an enrolled child", claimed=claimed
+            )
         if push.destination != self.config.node_id:
             raise ReceiveError(
                 Code.WRONG_DESTINATION,
                 f"push is addressed to {push.destination}, this is {self.config.node_id}",
+                claimed=claimed,
             )
         try:
             verify(child.verify_key, PURPOSE_PUSH, sealed.envelope, sealed.signature)
         except SignatureInvalid:
             raise ReceiveError(
-                Code.BAD_SIGNATURE, f"push envelope is not signed by {push.sender}'s enrolled key"
+                Code.BAD_SIGNATURE,
+                f"push envelope is not signed by {claimed}'s enrolled key",
+                claimed=claimed,
             ) from None
         skew_ms = abs(self.clock.time_ms() - push.sent_ms)
         if skew_ms > self.config.sync.max_clock_skew_s * 1000:
@@ -203,6 +236,7 @@ class PushReceiver:
                 Code.STALE,
                 f"push was sent {skew_ms / 1000:.0f}s away from this node's clock "
                 f"(allowed {self.config.sync.max_clock_skew_s:.0f}s); check the clocks",
+                claimed=claimed,
             )
         return push
 

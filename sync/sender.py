@@ -19,9 +19,11 @@ import logging
 import os
 import random
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from hierarchy_config.model import LimitsConfig, ParentConfig, SyncConfig
 from node.clock import Clock
+from security.audit import AuditKind
 from security.keys import NodeKey
 from security.signing import SignatureInvalid, sign, verify
 from sync.errors import PeerRejected, PeerUnavailable
@@ -39,6 +41,9 @@ from sync.wire import (
     Watermark,
     WireError,
 )
+
+if TYPE_CHECKING:
+    from node.security_events import SecurityEvents
 
 log = logging.getLogger("lsnet.sync")
 
@@ -101,6 +106,7 @@ class UpstreamQueue:
         self._stopping = False
         self.in_flight = False
         self.transfers = 0
+        self.events: SecurityEvents | None = None
 
     @property
     def mode(self) -> Mode:
@@ -278,6 +284,17 @@ class UpstreamQueue:
         self.metrics.quarantined.labels(
             batch.origin, code if code in CONTENT_CODES else "other"
         ).inc()
+        if self.events is not None:
+            await self.events.emit(
+                AuditKind.BATCH_QUARANTINED,
+                peer=self.parent.id,
+                code=code,
+                detail={
+                    "origin": batch.origin,
+                    "first_seq": batch.first_seq,
+                    "last_seq": batch.last_seq,
+                },
+            )
 
     async def _succeeded(self, mode: Mode, *, touched: bool) -> None:
         now = self.clock.time_ms()

@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -28,9 +29,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from hierarchy_config.model import NodeConfig
 from node.clock import Clock
 from node.validation import followed_provinces
+from security.audit import AuditKind
 from security.standards_trust import StandardsFileMissing, StandardsTrustError, VerifiedTarget
 from security.tuf_client import StandardsClient
 from sync.transport import client_session
+
+if TYPE_CHECKING:
+    from node.security_events import SecurityEvents
 
 log = logging.getLogger("lsnet.standards")
 
@@ -73,6 +78,7 @@ class StandardsChannel:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.ssl_context = ssl_context
+        self.events: SecurityEvents | None = None
         settings = config.standards
         assert settings.trusted_root is not None
         self.config = config
@@ -120,9 +126,24 @@ class StandardsChannel:
             # attack or a broken publication and must be seen.
             level = logging.INFO if exc.can_retry else logging.WARNING
             log.log(level, "STD refresh refused (%s): %s", exc.code, exc)
+            if not exc.can_retry and self.events is not None:
+                peer = self.config.parent.id if self.config.parent else self.config.node_id
+                await self.events.emit(AuditKind.STANDARDS_REFUSED, peer=peer, code=str(exc.code))
             return False
         self.last_error = None
-        return self._announce(initial=False)
+        changed = self._announce(initial=False)
+        if changed and self.events is not None:
+            kind = (
+                AuditKind.STANDARDS_PUBLISHED
+                if self.repository is not None
+                else AuditKind.STANDARDS_IN_FORCE
+            )
+            await self.events.emit(
+                kind,
+                code="release",
+                detail={"version": self.version, "generation": self.generation},
+            )
+        return changed
 
     def _announce(self, *, initial: bool) -> bool:
         try:
