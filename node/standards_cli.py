@@ -559,3 +559,43 @@ def _current_release_bytes(admin: AdminFolder) -> bytes:
     if not targets:
         raise CliFailure(f"{admin.repository_dir}: no release published yet")
     return targets[-1].read_bytes()
+
+
+@standards.command("rotate-root")
+@click.option("--dir", "folder", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--new-keys", "new_keys", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--threshold", type=click.IntRange(1, 9), default=2, show_default=True)
+@click.option("--key", "keys", multiple=True, required=True, help="Current root key; repeat.")
+@friendly
+def standards_rotate_root(
+    folder: Path, new_keys: int, threshold: int, keys: tuple[str, ...]
+) -> None:
+    """Replace the root keys: root N+1 signed by a threshold of the old and of the new keys.
+
+    Nodes follow the chain from the root they pinned (old signatures stay verifiable for what
+    they signed); afterwards the old keys alone can no longer change the root."""
+    from security.keys import NodeKey, write_key_file
+
+    admin = AdminFolder(folder)
+    old = admin.admin_keys(keys)
+    existing = len(list(admin.keys_dir.glob("root-*.key")))
+    fresh = [NodeKey.generate() for _ in range(new_keys)]
+    try:
+        version = admin.repository().rotate_root(
+            new_root_keys=fresh,
+            new_threshold=threshold,
+            old_signing_keys=old,
+            new_signing_keys=fresh[:threshold],
+            now=datetime.now(UTC),
+        )
+    except (PublishError, StandardsTrustError, ValueError) as exc:
+        raise CliFailure(str(exc)) from None
+    names = []
+    for i, key in enumerate(fresh, start=existing + 1):
+        write_key_file(admin.keys_dir / f"root-{i}.key", key)
+        names.append(f"root-{i}")
+    admin.root_file.write_bytes(admin.repository().root_bytes())
+    click.echo(
+        f"root v{version}: new root keys {', '.join(names)} (threshold {threshold}); "
+        f"{admin.root_file} updated for new nodes — running nodes follow on their own"
+    )

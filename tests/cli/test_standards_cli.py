@@ -66,3 +66,19 @@ def test_show_and_diff(tmp_path: Path) -> None:
     assert code == 2 and "no table" in out
     code, out = run("standards", "diff", "default", "default")
     assert code == 0 and "no differences" in out
+
+
+def test_rotate_root_needs_the_old_threshold(tmp_path: Path) -> None:
+    admin = tmp_path / "admin"
+    assert run("standards", "init", "--dir", str(admin))[0] == 0
+    before = (admin / "root.json").read_bytes()
+    code, out = run("standards", "rotate-root", "--dir", str(admin), "--key", "admin-1")
+    assert code == 2 and "signature" in out
+    assert (admin / "root.json").read_bytes() == before
+    code, out = run(
+        "standards", "rotate-root", "--dir", str(admin), "--key", "admin-1", "--key", "admin-2"
+    )
+    assert code == 0, out
+    assert "root v2" in out
+    assert (admin / "keys" / "root-3.key").exists()
+    assert (admin / "root.json").read_bytes() != before
