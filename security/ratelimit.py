@@ -1,7 +1,9 @@
-"""Token-bucket rate limits per peer, so one noisy or hostile peer cannot starve the others.
+"""Token-bucket rate limits per peer (so one noisy or hostile peer cannot starve the others) and
+the nonce cache that refuses replayed requests.
 
-Pure and clock-driven (the caller passes monotonic seconds); no I/O. The number of tracked keys
-is bounded: the least recently used buckets are dropped first.
+Pure and clock-driven (the caller passes monotonic seconds); no I/O. Memory is bounded: the
+least recently used buckets are dropped first; nonces expire after the replay window (requests
+older than the window are refused as stale before they reach the cache).
 """
 
 from __future__ import annotations
@@ -48,3 +50,24 @@ class RateLimiter:
         if bucket is None or bucket.tokens >= cost:
             return 0.0
         return (cost - bucket.tokens) / self.rate
+
+
+class NonceCache:
+    """Remembers (peer, nonce) pairs for `window_s`; `add` is False for a pair seen before."""
+
+    def __init__(self, window_s: float, max_entries: int = 1_000_000) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._seen: OrderedDict[tuple[str, bytes], float] = OrderedDict()
+
+    def add(self, peer: str, nonce: bytes, now: float) -> bool:
+        while self._seen:
+            oldest_key, seen_at = next(iter(self._seen.items()))
+            if now - seen_at <= self.window_s and len(self._seen) < self.max_entries:
+                break
+            del self._seen[oldest_key]
+        key = (peer, nonce)
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True

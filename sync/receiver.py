@@ -22,7 +22,7 @@ from node.clock import Clock
 from node.validation import BuiltinValidator, RecordValidator
 from security.audit import AuditKind
 from security.keys import NodeKey
-from security.ratelimit import RateLimiter
+from security.ratelimit import NonceCache, RateLimiter
 from security.signing import SignatureInvalid, sign, verify
 from sync.errors import BatchRejected
 from sync.metrics import SyncMetrics
@@ -55,6 +55,7 @@ STATUS_FOR = {
     Code.WRONG_DESTINATION: 421,
     Code.STALE: 401,
     Code.RATE_LIMITED: 429,
+    Code.REPLAY: 401,
 }
 
 
@@ -109,6 +110,7 @@ class PushReceiver:
         limits = config.limits
         self.per_peer = RateLimiter(limits.peer_requests_per_s, limits.peer_burst)
         self.per_address = RateLimiter(limits.bad_requests_per_s, limits.bad_burst)
+        self.nonces = NonceCache(window_s=2 * config.sync.max_clock_skew_s)
         self.children = {c.id: c for c in config.children}
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -237,6 +239,12 @@ class PushReceiver:
                 f"push was sent {skew_ms / 1000:.0f}s away from this node's clock "
                 f"(allowed {self.config.sync.max_clock_skew_s:.0f}s); check the clocks",
                 claimed=claimed,
+            )
+        # Authentic and fresh: a nonce seen before within the window is a replayed request.
+        # (A sender that resends after a lost answer makes a new push with a new nonce.)
+        if not self.nonces.add(claimed, push.nonce, self.clock.monotonic()):
+            raise ReceiveError(
+                Code.REPLAY, f"push from {claimed} replays an earlier request", claimed=claimed
             )
         return push
 

@@ -48,6 +48,7 @@ class Code(StrEnum):
     INVALID_RECORD = "invalid_record"
     UNAUTHENTICATED = "unauthenticated"
     RATE_LIMITED = "rate_limited"
+    REPLAY = "replay"
     INTERNAL = "internal"
 
 

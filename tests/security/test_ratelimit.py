@@ -96,3 +96,16 @@ async def test_address_with_many_refused_requests_is_cut_off(tmp_path: Path) -> 
         assert seen == [400, 400, 429, 429]
     finally:
         await net.stop_all()
+
+
+def test_nonce_cache_refuses_replays_within_the_window() -> None:
+    from security.ratelimit import NonceCache
+
+    cache = NonceCache(window_s=10.0, max_entries=3)
+    assert cache.add("330100", b"n1", 0.0)
+    assert not cache.add("330100", b"n1", 5.0)  # replay within the window
+    assert cache.add("330200", b"n1", 5.0)  # the same nonce from another peer is fine
+    assert cache.add("330100", b"n1", 20.0)  # expired (the request itself would be stale)
+    for i in range(10):
+        cache.add("p", bytes([i]), 21.0)
+    assert len(cache._seen) <= 3

@@ -292,7 +292,14 @@ async def test_replayed_push_is_applied_once(scene: Scene) -> None:
     after_first = await scene.counts()
     assert after_first == {"records": 30, "batches": 3, "watermarks": 1}
 
+    # The very same request again (same nonce) is a replay: refused, nothing written.
     status, answer = await scene.post(body)
+    assert status == 401
+    assert parse_error_body(answer)[0] == "replay"
+    assert await scene.counts() == after_first
+
+    # The same batches in a new push (what a sender does after a lost answer): duplicates.
+    status, answer = await scene.post(scene.seal(batches))
     assert status == 200
     second = scene.reply(answer)
     assert [r.status for r in second.results] == [BatchStatus.DUPLICATE] * 3
