@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -26,7 +27,14 @@ from node.db import DatabaseError
 from node.importer import ImportFailed
 from node.store import NodeStateError
 from node.tls import TlsError
-from security.keys import KeyError_, NodeKey, write_key_file
+from security.keys import (
+    PASSPHRASE_ENV,
+    KeyError_,
+    NodeKey,
+    is_sealed_key_file,
+    load_signing_key,
+    write_key_file,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrap
@@ -105,6 +113,36 @@ def keys() -> None:
     """Node signing keys (Ed25519)."""
 
 
+def _passphrase_from_env(var: str) -> bytes:
+    value = os.environ.get(var, "")
+    if not value:
+        raise CliFailure(
+            f"environment variable {var} is not set or empty; it must hold the passphrase"
+        )
+    return value.encode("utf-8")
+
+
+def _passphrase_from_file(path: Path) -> bytes:
+    try:
+        value = path.read_bytes()
+    except OSError as exc:
+        raise CliFailure(f"{path}: cannot read passphrase file: {exc.strerror}") from None
+    value = value.removesuffix(b"\n").removesuffix(b"\r")
+    if not value:
+        raise CliFailure(f"{path}: passphrase file is empty")
+    return value
+
+
+def _node_passphrase() -> bytes | None:
+    """The node key's passphrase from LSNET_KEY_PASSPHRASE, or None when it is not set."""
+    value = os.environ.get(PASSPHRASE_ENV, "")
+    return value.encode("utf-8") if value else None
+
+
+def _node_key(config: NodeConfig) -> NodeKey:
+    return load_signing_key(config.node.key_file, _node_passphrase())
+
+
 @keys.command("generate")
 @click.option(
     "--out",
@@ -114,14 +152,76 @@ def keys() -> None:
     help="Key file to write (mode 0600).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+@click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    default=None,
+    help="Seal the key with the passphrase held in this environment variable "
+    f"(nodes read it from {PASSPHRASE_ENV}).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Seal the key with the passphrase in this file (one trailing newline is ignored).",
+)
 @friendly
-def keys_generate(out: Path, force: bool) -> None:
-    """Generate a node key; print its public key and key id for enrollment at the parent."""
+def keys_generate(
+    out: Path, force: bool, passphrase_env: str | None, passphrase_file: Path | None
+) -> None:
+    """Generate a node key; print its public key and key id for enrollment at the parent.
+
+    With --passphrase-env or --passphrase-file the seed is sealed (argon2id + XSalsa20-Poly1305).
+    A passphrase is never taken on the command line, where other users could see it."""
+    if passphrase_env is not None and passphrase_file is not None:
+        raise CliFailure("give --passphrase-env or --passphrase-file, not both")
+    passphrase: bytes | None = None
+    if passphrase_env is not None:
+        passphrase = _passphrase_from_env(passphrase_env)
+    elif passphrase_file is not None:
+        passphrase = _passphrase_from_file(passphrase_file)
     key = NodeKey.generate()
-    write_key_file(out, key, overwrite=force)
-    click.echo(f"key file:   {out}")
+    write_key_file(out, key, overwrite=force, passphrase=passphrase)
+    click.echo(f"key file:   {out}" + (" (passphrase-protected)" if passphrase else ""))
     click.echo(f"public key: {key.public}")
     click.echo(f"key id:     {key.kid}")
+
+
+@keys.command("passphrase")
+@click.option(
+    "--file",
+    "key_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Key file to change (rewritten atomically, mode 0600).",
+)
+@click.option(
+    "--old-env", metavar="VAR", default=None, help="Variable holding the current passphrase."
+)
+@click.option(
+    "--new-env",
+    metavar="VAR",
+    default=None,
+    help="Variable holding the new passphrase; without it, protection is removed.",
+)
+@friendly
+def keys_passphrase(key_file: Path, old_env: str | None, new_env: str | None) -> None:
+    """Add, change or remove the passphrase of a key file; the key itself does not change."""
+    if old_env is None and new_env is None:
+        raise CliFailure(
+            "nothing to do: give --new-env to add a passphrase, --old-env to remove it"
+        )
+    sealed = is_sealed_key_file(key_file)
+    if sealed and old_env is None:
+        raise CliFailure(f"{key_file}: key file is passphrase-protected; give --old-env")
+    if not sealed and new_env is None:
+        raise CliFailure(f"{key_file}: key file has no passphrase; nothing to remove")
+    old = _passphrase_from_env(old_env) if sealed and old_env is not None else None
+    new = _passphrase_from_env(new_env) if new_env is not None else None
+    key = load_signing_key(key_file, old)
+    write_key_file(key_file, key, overwrite=True, passphrase=new)
+    action = "removed" if new is None else ("changed" if sealed else "added")
+    click.echo(f"{key_file}: passphrase {action}; key id {key.kid} unchanged")
 
 
 # -- network ---------------------------------------------------------------------------------------
@@ -180,9 +280,10 @@ def node_init(config_path: Path) -> None:
     from node.app import Node
 
     config = _load(config_path)
+    key = _node_key(config)
 
     async def run() -> tuple[bool, str]:
-        node = Node.open(config)
+        node = Node.open(config, key=key)
         try:
             created = await node.init_database()
             meta = await node.store.meta()
@@ -213,9 +314,10 @@ def node_run(config_path: Path, log_level: str) -> None:
 
     _setup_logging(log_level)
     config = _load(config_path)
+    key = _node_key(config)
 
     async def run() -> None:
-        node = Node.open(config)
+        node = Node.open(config, key=key)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -231,6 +333,81 @@ def node_run(config_path: Path, log_level: str) -> None:
         await node.stop()
 
     asyncio.run(run())
+
+
+@node_group.command("enroll")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The parent's node.toml.",
+)
+@click.option("--child-id", required=True, help="The child's 6-digit GB/T 2260 code.")
+@click.option(
+    "--public-key", required=True, help="The child's 'ed25519:...' from 'lsnet keys generate'."
+)
+@click.option("--name", default=None, help="Display name (default: the GB/T 2260 name).")
+@click.option(
+    "--under",
+    default=None,
+    help="Ministry only: the enrolled province the new city belongs to.",
+)
+@friendly
+def node_enroll(
+    config_path: Path, child_id: str, public_key: str, name: str | None, under: str | None
+) -> None:
+    """Enroll a child node in the parent's node.toml and record it in the audit log.
+
+    A province adds a city; the ministry adds a province, or with --under a city below one of
+    its provinces. Everything is checked before the file is replaced atomically (mode 0600);
+    on any refusal the file is left as it was. The file is rewritten from its data: comments
+    and layout in node.toml are lost. The running node accepts the child after a restart.
+    """
+    from hierarchy_config.enroll import enroll_child
+    from node.clock import SystemClock
+    from node.db import Database
+    from security.audit import AuditError, AuditKind, AuditLog
+
+    config = _load(config_path)
+    db: Database | None = None
+    note = ""
+    try:
+        db = Database(config.node.database)
+        db.check_schema()
+    except DatabaseError as exc:
+        note = f"audit entry not written: the node's database is not initialised ({exc})"
+        if db is not None:
+            db.close()
+        db = None
+    try:
+        key = _node_key(config) if db is not None else None  # before writing: it may fail
+        enrollment = enroll_child(
+            config_path, child_id=child_id, public_key=public_key, name=name, under=under
+        )
+        click.echo(f"enrolled {enrollment.describe()} in {config_path}")
+        if db is not None and key is not None:
+            audit = AuditLog(db, key, config.node_id, SystemClock())
+            detail = {"key_id": enrollment.kid, "under": under or ""}
+            try:
+                seq = asyncio.run(
+                    audit.record(
+                        AuditKind.ENROLLMENT, peer=child_id, code="enrolled", detail=detail
+                    )
+                )
+            except AuditError as exc:
+                raise CliFailure(
+                    f"{child_id} was enrolled in {config_path}, but the audit entry failed: {exc}"
+                ) from None
+            click.echo(f"audit entry {seq} recorded")
+    finally:
+        if db is not None:
+            db.close()
+    if note:
+        err_console.print(f"note: {note}", highlight=False, markup=False)
+    if enrollment.under:
+        click.echo(f"province {enrollment.under} must enroll {child_id} in its own node.toml too")
+    click.echo(f"restart node {config.node_id} to accept traffic from {child_id}")
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -463,7 +640,7 @@ def demo(
 
 
 # Command groups that live in their own modules register themselves on `main`.
-from node import audit_cli, standards_cli  # noqa: E402, F401
+from node import audit_cli, standards_cli, tokens_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,6 +1,9 @@
 """HTTP routes of a node that are not node-to-node sync: record ingest for business systems,
 status, health and Prometheus metrics. Every error is a JSON body `{"error": {"code", "message"}}`
 with a stable code; nothing here writes unless the whole request is valid.
+
+Ingest needs a bearer token: a scoped, revocable token from the database (`lsnet tokens create`,
+security.tokens), or, legacy, one of the plain-text `api.ingest_tokens` of the configuration.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from hierarchy_config.standards import Issue
 from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
 from node.records import RecordInvalid, ValidRecord
 from security.audit import AuditKind
+from security.tokens import Scope, TokenCheck, Verdict, authenticate
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -25,29 +29,66 @@ def json_error(status: int, code: str, message: str, **extra: Any) -> web.Respon
     return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
 
 
-def _authorised(node: Node, request: web.Request) -> bool:
+def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _legacy_token(node: Node, token: str) -> bool:
+    """Legacy: plain-text tokens from `api.ingest_tokens` in the node configuration. They keep
+    working for existing installations but cannot be scoped, listed or revoked without editing
+    the file and restarting; new business systems get `lsnet tokens create` tokens instead."""
     return any(
         hmac.compare_digest(token.encode(), t.encode()) for t in node.config.api.ingest_tokens
     )
 
 
+# How each refusal of a token is answered: status, error code, message.
+_REFUSALS: dict[Verdict, tuple[int, str, str]] = {
+    Verdict.UNKNOWN: (
+        401,
+        "unauthenticated",
+        "a valid ingest token is required (Authorization: Bearer ...)",
+    ),
+    Verdict.REVOKED: (
+        401,
+        "token_revoked",
+        "this token was revoked; ask an operator for a new one",
+    ),
+    Verdict.WRONG_SCOPE: (403, "forbidden", "this token is not allowed to ingest records"),
+}
+
+
+async def _refuse_unless_authorised(
+    node: Node, request: web.Request, scope: Scope
+) -> web.Response | None:
+    """None if the bearer token may act in `scope` (a database token, or a legacy configuration
+    token for ingest), else the refusal to send, after its audit event."""
+    token = _bearer(request)
+    if token and scope is Scope.INGEST and _legacy_token(node, token):
+        return None
+    check = TokenCheck(Verdict.UNKNOWN)
+    if token:
+        check = await authenticate(node.db, token, scope, node.clock.time_ms())
+    if check.verdict is Verdict.ALLOWED:
+        return None
+    status, code, message = _REFUSALS[check.verdict]
+    if node.security is not None:
+        detail: dict[str, str | int | bool] = {"path": request.path}
+        if check.info is not None:
+            detail["token_id"] = check.info.id
+        await node.security.emit(
+            AuditKind.REQUEST_REJECTED, peer=request.remote or "", code=code, detail=detail
+        )
+    return json_error(status, code, message)
+
+
 async def post_records(request: web.Request) -> web.Response:
     node: Node = request.app[NODE_KEY]
-    if not _authorised(node, request):
-        if node.security is not None:
-            await node.security.emit(
-                AuditKind.REQUEST_REJECTED,
-                peer=request.remote or "",
-                code="unauthenticated",
-                detail={"path": "/v1/records"},
-            )
-        return json_error(
-            401, "unauthenticated", "a valid ingest token is required (Authorization: Bearer ...)"
-        )
+    refusal = await _refuse_unless_authorised(node, request, Scope.INGEST)
+    if refusal is not None:
+        return refusal
     limit = node.config.limits.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return json_error(413, "too_large", f"body exceeds {limit} bytes")

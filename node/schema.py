@@ -160,3 +160,26 @@ audit_log = Table(
 Index("ix_audit_log_time", audit_log.c.time_ms)
 Index("ix_audit_log_kind", audit_log.c.kind, audit_log.c.time_ms)
 Index("ix_audit_log_peer", audit_log.c.peer, audit_log.c.time_ms)
+
+# Scoped, revocable API tokens of local business systems (security.tokens): only the SHA-256 of
+# each token is stored. revoked_ms 0 = active; at most one active token per name.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_used_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+Index("ux_api_tokens_hash", api_tokens.c.token_hash, unique=True)
+Index(
+    "ux_api_tokens_active_name",
+    api_tokens.c.name,
+    unique=True,
+    sqlite_where=api_tokens.c.revoked_ms == 0,
+    postgresql_where=api_tokens.c.revoked_ms == 0,
+)

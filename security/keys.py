@@ -1,9 +1,15 @@
 """Ed25519 node keys: generate, save, load, and refer to them by key id.
 
-A key file holds one line `ed25519-seed:<base64 of the 32-byte seed>` (plus comment lines) and
-must be readable by its owner only; `load_signing_key` refuses a file that group or others can
-read. Public keys travel as `ed25519:<base64>`. This module does not sign protocol messages (see
-`security.signing`) and does not encrypt key files (a later issue adds passphrases).
+A plain key file holds one line `ed25519-seed:<base64 of the 32-byte seed>` (plus comment lines).
+A passphrase-protected file holds instead a `kdf:` line (algorithm, limits and random salt), a
+`cipher:` line and `ed25519-seed-sealed:<base64 of nonce + ciphertext>`: the seed sealed with
+XSalsa20-Poly1305 (`nacl.secret.SecretBox`) under a key derived from the passphrase with
+argon2id. The limits are read back from the file, so they can be raised later without breaking
+old files. Either kind must be readable by its owner only; `load_signing_key` refuses a file that
+group or others can read. Public keys travel as `ed25519:<base64>`.
+
+This module does not sign protocol messages (see `security.signing`), and it does not decide
+where a passphrase comes from (environment variable, file): callers pass the bytes.
 """
 
 from __future__ import annotations
@@ -16,10 +22,23 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.pwhash.argon2id as argon2id
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
 
 PUBLIC_PREFIX = "ed25519:"
 SEED_PREFIX = "ed25519-seed:"
+SEALED_PREFIX = "ed25519-seed-sealed:"
+KDF_PREFIX = "kdf:"
+CIPHER_PREFIX = "cipher:"
+KDF_ARGON2ID = "argon2id"
+CIPHER_SECRETBOX = "xsalsa20-poly1305"
+PASSPHRASE_ENV = "LSNET_KEY_PASSPHRASE"
+# Upper bounds on limits read from a file, so a damaged file cannot make loading take minutes or
+# exhaust memory (argon2id SENSITIVE is 4 passes over 1 GiB).
+MAX_OPSLIMIT = 16
+MAX_MEMLIMIT = 4 * 1024**3
 
 
 class KeyError_(Exception):
@@ -28,6 +47,14 @@ class KeyError_(Exception):
 
 class KeyFileError(KeyError_):
     """A key file is missing, malformed or has unsafe permissions."""
+
+
+class PassphraseRequired(KeyFileError):
+    """The key file is sealed and no passphrase was given."""
+
+
+class WrongPassphrase(KeyFileError):
+    """The passphrase does not open the sealed key file (or the file was altered)."""
 
 
 class PublicKeyFormatError(KeyError_, ValueError):
@@ -83,19 +110,83 @@ class NodeKey:
         return cls(SigningKey.generate())
 
 
-def write_key_file(path: Path, key: NodeKey, *, overwrite: bool = False) -> None:
-    """Write `key` to `path` with mode 0600, created atomically."""
+@dataclass(frozen=True)
+class KdfLimits:
+    """argon2id work factors; stored in every sealed file next to its salt."""
+
+    opslimit: int = argon2id.OPSLIMIT_MODERATE
+    memlimit: int = argon2id.MEMLIMIT_MODERATE
+
+    def check(self) -> None:
+        if not argon2id.OPSLIMIT_MIN <= self.opslimit <= MAX_OPSLIMIT:
+            raise KeyFileError(
+                f"argon2id opslimit {self.opslimit} outside {argon2id.OPSLIMIT_MIN}..{MAX_OPSLIMIT}"
+            )
+        if not argon2id.MEMLIMIT_MIN <= self.memlimit <= MAX_MEMLIMIT:
+            raise KeyFileError(
+                f"argon2id memlimit {self.memlimit} outside {argon2id.MEMLIMIT_MIN}..{MAX_MEMLIMIT}"
+            )
+
+
+MODERATE = KdfLimits()
+
+
+def _derive(passphrase: bytes, salt: bytes, limits: KdfLimits) -> bytes:
+    return bytes(
+        argon2id.kdf(
+            SecretBox.KEY_SIZE,
+            passphrase,
+            salt,
+            opslimit=limits.opslimit,
+            memlimit=limits.memlimit,
+        )
+    )
+
+
+def _sealed_lines(seed: bytes, passphrase: bytes, limits: KdfLimits) -> str:
+    if not passphrase:
+        raise KeyFileError("passphrase must not be empty")
+    limits.check()
+    salt = os.urandom(argon2id.SALTBYTES)
+    sealed = SecretBox(_derive(passphrase, salt, limits)).encrypt(seed)
+    b64 = base64.b64encode
+    return (
+        f"{KDF_PREFIX} {KDF_ARGON2ID} opslimit={limits.opslimit} memlimit={limits.memlimit} "
+        f"salt={b64(salt).decode('ascii')}\n"
+        f"{CIPHER_PREFIX} {CIPHER_SECRETBOX}\n"
+        f"{SEALED_PREFIX}{b64(bytes(sealed)).decode('ascii')}\n"
+    )
+
+
+def write_key_file(
+    path: Path,
+    key: NodeKey,
+    *,
+    overwrite: bool = False,
+    passphrase: bytes | None = None,
+    limits: KdfLimits = MODERATE,
+) -> None:
+    """Write `key` to `path` with mode 0600, created atomically (temporary file + rename).
+
+    With `passphrase` the seed is sealed (argon2id + XSalsa20-Poly1305); without, it is stored
+    in the clear."""
     if path.is_dir():
         raise KeyFileError(f"{path} is a directory; give the path of the key file to write")
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: file exists; refusing to overwrite a key")
+    seed = bytes(key.signing_key)
+    if passphrase is None:
+        kind = "Keep secret; mode 0600."
+        secret = f"{SEED_PREFIX}{base64.b64encode(seed).decode('ascii')}\n"
+    else:
+        kind = "Sealed with a passphrase; keep secret; mode 0600."
+        secret = _sealed_lines(seed, passphrase, limits)
+    body = (
+        f"# lsnet node signing key (Ed25519). {kind}\n"
+        f"# public key: {key.public}\n# key id: {key.kid}\n{secret}"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    seed = base64.b64encode(bytes(key.signing_key)).decode("ascii")
-    body = (
-        "# lsnet node signing key (Ed25519). Keep secret; mode 0600.\n"
-        f"# public key: {key.public}\n# key id: {key.kid}\n{SEED_PREFIX}{seed}\n"
-    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, body.encode("ascii"))
@@ -106,8 +197,12 @@ def write_key_file(path: Path, key: NodeKey, *, overwrite: bool = False) -> None
     os.replace(tmp, path)
 
 
-def load_signing_key(path: Path) -> NodeKey:
-    """Load a key file, refusing one that group or others may read."""
+def is_sealed_key_file(path: Path) -> bool:
+    """Whether the key file at `path` is passphrase-protected (same checks as loading)."""
+    return any(line.startswith(SEALED_PREFIX) for line in _read_key_lines(path))
+
+
+def _read_key_lines(path: Path) -> list[str]:
     try:
         st = path.stat()
     except FileNotFoundError as exc:
@@ -120,14 +215,66 @@ def load_signing_key(path: Path) -> NodeKey:
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'"
         )
     text = path.read_text(encoding="ascii", errors="replace")
-    for line in text.splitlines():
-        line = line.strip()
+    return [line.strip() for line in text.splitlines()]
+
+
+def _b64(path: Path, what: str, text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise KeyFileError(f"{path}: {what} is not valid base64") from exc
+
+
+def _parse_kdf(path: Path, line: str) -> tuple[bytes, KdfLimits]:
+    parts = line[len(KDF_PREFIX) :].split()
+    if not parts or parts[0] != KDF_ARGON2ID:
+        raise KeyFileError(f"{path}: unsupported key derivation {' '.join(parts[:1])!r}")
+    fields = dict(p.partition("=")[::2] for p in parts[1:])
+    try:
+        limits = KdfLimits(int(fields["opslimit"]), int(fields["memlimit"]))
+        salt = _b64(path, "kdf salt", fields["salt"])
+    except (KeyError, ValueError) as exc:
+        raise KeyFileError(f"{path}: malformed '{KDF_PREFIX}' line") from exc
+    if len(salt) != argon2id.SALTBYTES:
+        raise KeyFileError(f"{path}: kdf salt must be {argon2id.SALTBYTES} bytes")
+    limits.check()
+    return salt, limits
+
+
+def _open_sealed(path: Path, lines: list[str], sealed_line: str, passphrase: bytes) -> bytes:
+    kdf = next((ln for ln in lines if ln.startswith(KDF_PREFIX)), None)
+    cipher = next((ln for ln in lines if ln.startswith(CIPHER_PREFIX)), None)
+    if kdf is None or cipher is None:
+        raise KeyFileError(f"{path}: sealed key file lacks its '{KDF_PREFIX}' or '{CIPHER_PREFIX}'")
+    if cipher[len(CIPHER_PREFIX) :].strip() != CIPHER_SECRETBOX:
+        raise KeyFileError(f"{path}: unsupported cipher {cipher[len(CIPHER_PREFIX) :].strip()!r}")
+    salt, limits = _parse_kdf(path, kdf)
+    box = _b64(path, "sealed key", sealed_line[len(SEALED_PREFIX) :])
+    try:
+        return bytes(SecretBox(_derive(passphrase, salt, limits)).decrypt(box))
+    except CryptoError:
+        raise WrongPassphrase(f"{path}: wrong passphrase") from None
+
+
+def load_signing_key(path: Path, passphrase: bytes | None = None) -> NodeKey:
+    """Load a plain or sealed key file, refusing one that group or others may read.
+
+    A sealed file needs `passphrase` (PassphraseRequired otherwise, WrongPassphrase if it does
+    not open the file); a passphrase given for a plain file is ignored."""
+    lines = _read_key_lines(path)
+    for line in lines:
         if line.startswith(SEED_PREFIX):
-            try:
-                seed = base64.b64decode(line[len(SEED_PREFIX) :], validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise KeyFileError(f"{path}: key seed is not valid base64") from exc
-            if len(seed) != 32:
-                raise KeyFileError(f"{path}: key seed must be 32 bytes, got {len(seed)}")
-            return NodeKey(SigningKey(seed))
-    raise KeyFileError(f"{path}: no '{SEED_PREFIX}' line found; is this an lsnet key file?")
+            seed = _b64(path, "key seed", line[len(SEED_PREFIX) :])
+            break
+        if line.startswith(SEALED_PREFIX):
+            if passphrase is None:
+                raise PassphraseRequired(
+                    f"{path}: key file is passphrase-protected; set {PASSPHRASE_ENV}"
+                )
+            seed = _open_sealed(path, lines, line, passphrase)
+            break
+    else:
+        raise KeyFileError(f"{path}: no '{SEED_PREFIX}' line found; is this an lsnet key file?")
+    if len(seed) != 32:
+        raise KeyFileError(f"{path}: key seed must be 32 bytes, got {len(seed)}")
+    return NodeKey(SigningKey(seed))
