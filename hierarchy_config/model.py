@@ -235,6 +235,8 @@ class TlsConfig(_Frozen):
 
 
 class ApiConfig(_Frozen):
+    """Legacy ingest tokens in the file; prefer `lsnet tokens` (scoped, hashed, revocable)."""
+
     ingest_tokens: tuple[str, ...] = ()
 
     @field_validator("ingest_tokens")

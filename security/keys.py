@@ -259,14 +259,18 @@ def _open_sealed(path: Path, lines: list[str], sealed_line: str, passphrase: byt
 def load_signing_key(path: Path, passphrase: bytes | None = None) -> NodeKey:
     """Load a plain or sealed key file, refusing one that group or others may read.
 
-    A sealed file needs `passphrase` (PassphraseRequired otherwise, WrongPassphrase if it does
-    not open the file); a passphrase given for a plain file is ignored."""
+    A sealed file needs `passphrase`; when none is given, the environment variable
+    LSNET_KEY_PASSPHRASE is used, so every command that loads the node key (run, init, verify,
+    audit, tokens, enroll …) opens a sealed key the same way. PassphraseRequired if there is
+    none, WrongPassphrase if it does not open the file; a passphrase for a plain file is ignored."""
     lines = _read_key_lines(path)
     for line in lines:
         if line.startswith(SEED_PREFIX):
             seed = _b64(path, "key seed", line[len(SEED_PREFIX) :])
             break
         if line.startswith(SEALED_PREFIX):
+            if passphrase is None and os.environ.get(PASSPHRASE_ENV):
+                passphrase = os.environ[PASSPHRASE_ENV].encode("utf-8")
             if passphrase is None:
                 raise PassphraseRequired(
                     f"{path}: key file is passphrase-protected; set {PASSPHRASE_ENV}"

@@ -241,3 +241,15 @@ def test_node_with_sealed_key_starts_with_env(tmp_path: Path) -> None:
     result = lsnet("node", "init", "--config", config_path, env={"LSNET_KEY_PASSPHRASE": SECRET})
     assert result.exit_code == 0, result.output
     assert "database created" in result.stdout
+
+
+def test_environment_passphrase_opens_a_sealed_key_for_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from security.keys import PASSPHRASE_ENV, NodeKey, load_signing_key, write_key_file
+
+    key = NodeKey.generate()
+    path = tmp_path / "node.key"
+    write_key_file(path, key, passphrase=b"correct horse battery staple")
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
+    assert load_signing_key(path).public == key.public
