@@ -8,8 +8,11 @@ security.tokens), or, legacy, one of the plain-text `api.ingest_tokens` of the c
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -23,6 +26,9 @@ from security.tokens import Scope, TokenCheck, Verdict, authenticate
 
 if TYPE_CHECKING:
     from node.app import Node
+
+
+log = logging.getLogger("lsnet.http")
 
 
 def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -231,8 +237,32 @@ async def get_standards_rollout(request: web.Request) -> web.Response:
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
 
 
+@web.middleware
+async def errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Unexpected failures answer 500 with a stable JSON error, never a traceback; HTTP errors
+    raised by aiohttp itself (404, 405, 413 …) get the same JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "bad_request"
+        )
+        return json_error(exc.status, code, exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return json_error(500, "internal", "internal error; the node's log has the details")
+
+
 def build_app(node: Node) -> web.Application:
-    app = web.Application(client_max_size=node.config.limits.max_body_bytes + 1024)
+    app = web.Application(
+        client_max_size=node.config.limits.max_body_bytes + 1024, middlewares=[errors_as_json]
+    )
     app[NODE_KEY] = node
     app.router.add_post("/v1/sync/push", node.receiver.handle)
     app.router.add_post("/v1/records", post_records)

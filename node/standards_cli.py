@@ -33,11 +33,13 @@ from hierarchy_config.standards import (
     dry_run,
 )
 from node.cli import CliFailure, friendly, main
+from node.tls import client_context
 from node.validation import release_in_force
 from security.keys import KeyFileError, load_signing_key
 from security.standards_admin import AdminFolder, init_admin_folder
 from security.standards_trust import PublishError, StandardsTrustError, tuf_keyid
 from security.tuf_staging import StagedRelease, sign_staged_file
+from sync.transport import client_session
 
 
 def _release_from(source: str) -> Release:
@@ -392,7 +394,8 @@ def standards_status(config_path: Path) -> None:
         timeout = aiohttp.ClientTimeout(total=3)
         url = config.node.url + "/v1/standards/rollout"
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url) as r:
+            session = client_session(timeout, client_context(config))
+            async with session as s, s.get(url) as r:
                 return await r.json() if r.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return None

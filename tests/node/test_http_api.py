@@ -135,3 +135,14 @@ async def test_warnings_are_reported_and_stored(tmp_path: Path) -> None:
         ]
     finally:
         await net.stop_all()
+
+
+async def test_unknown_paths_and_methods_answer_json_errors(city: tuple[TestNet, Node]) -> None:
+    _, node = city
+    async with aiohttp.ClientSession() as s:
+        async with s.get(node.config.node.url + "/no/such/path") as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "not_found"
+        async with s.delete(node.config.node.url + "/v1/records") as r:
+            assert r.status == 405
+            assert (await r.json())["error"]["code"] == "method_not_allowed"
