@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from hierarchy_config.model import NodeConfig
 from hierarchy_config.standards import Issue, StandardsError
 from network_mgmt.rollout import REPORT_PATH, RolloutView
+from network_mgmt.security_feed import REPORT_INTERVAL_S, FeedError, SecurityFeed
+from network_mgmt.security_feed import REPORT_PATH as SECURITY_REPORT_PATH
 from node.clock import Clock, SystemClock
 from node.db import Database
 from node.records import ValidRecord
@@ -60,6 +62,7 @@ class Node:
     security: SecurityEvents | None = None
     standards: StandardsChannel | None = None
     rollout: RolloutView | None = None
+    security_feed: SecurityFeed | None = None
     runner: web.AppRunner | None = None
     started_monotonic: float = 0.0
     _gauges: dict[str, Gauge] = field(default_factory=dict)
@@ -112,6 +115,23 @@ class Node:
             )
         except PeerUnavailable as exc:
             log.info("STD [%s] rollout report not delivered: %s", self.config.parent.id, exc)
+
+    async def report_security(self) -> None:
+        """Forward this subtree's audit entries (own log and received) to the parent, signed."""
+        feed, parent = self.security_feed, self.config.parent
+        if feed is None or parent is None:
+            return
+
+        async def post(body: bytes) -> bytes:
+            return await self.transport.post(parent.id, parent.url + SECURITY_REPORT_PATH, body)
+
+        try:
+            sent = await feed.forward(post)
+        except (PeerUnavailable, FeedError) as exc:
+            log.warning("SEC [%s] security report not delivered: %s", parent.id, exc)
+            return
+        if sent:
+            log.info("SEC [%s] forwarded %d audit entries", parent.id, sent)
 
     def validator_for_origin(self, origin: str) -> RecordValidator:
         """The rules for records received from `origin`: with its province's local codes."""
@@ -188,6 +208,7 @@ class Node:
         receiver.events = node.security
         if upstream is not None:
             upstream.events = node.security
+        node.security_feed = SecurityFeed(config, db, key, node.security.audit, clock, registry)
         if config.standards.trusted_root is not None:
             node.rollout = RolloutView(config, registry)
             node.standards = StandardsChannel(
@@ -283,6 +304,8 @@ class Node:
                 if self.config.standards.online_keys is not None:
                     self.jobs.every("standards-timestamp", 600.0, self.keep_standards_fresh)
                     await self.keep_standards_fresh()
+        if self.security_feed is not None and self.config.parent is not None:
+            self.jobs.every("security-report", REPORT_INTERVAL_S, self.report_security)
         self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
         self.jobs.start()
         log.info(

@@ -19,10 +19,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hierarchy_config.standards import Issue
+from network_mgmt import security_feed as sec_feed
 from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
 from node.records import RecordInvalid, ValidRecord
 from security.audit import AuditKind
 from security.tokens import Scope, TokenCheck, Verdict, authenticate
+from sync.wire import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -234,6 +236,45 @@ async def get_standards_rollout(request: web.Request) -> web.Response:
     return web.json_response(node.rollout.document(node.clock.time_ms()))
 
 
+async def post_security_report(request: web.Request) -> web.Response:
+    """A child's signed report of audit entries of its subtree; answered with a signed ack."""
+    node: Node = request.app[NODE_KEY]
+    if node.security_feed is None or not node.config.children:
+        return json_error(404, "not_found", "this node has no children to receive reports from")
+    body = await request.content.read(sec_feed.MAX_REQUEST_BYTES + 1)
+    try:
+        reply, _ = await node.security_feed.accept(body)  # refuses oversized bodies first
+    except sec_feed.ReportRejected as exc:
+        node.metrics.rejected.labels(exc.code.value).inc()
+        if node.security is not None:
+            await node.security.emit(
+                AuditKind.REQUEST_REJECTED,
+                peer=request.remote or "",
+                code=exc.code.value,
+                detail={"path": sec_feed.REPORT_PATH},
+            )
+        return json_error(exc.status, exc.code.value, exc.message)
+    return web.Response(body=reply, content_type=CONTENT_TYPE)
+
+
+async def get_security_events(request: web.Request) -> web.Response:
+    """Audit entries of this node's subtree (own log and security feed), newest first."""
+    node: Node = request.app[NODE_KEY]
+    if node.security_feed is None:
+        return json_error(404, "not_found", "this node keeps no security feed")
+    origin = request.query.get("origin") or None
+    kind = request.query.get("kind") or None
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= sec_feed.MAX_EVENTS_LIMIT:
+        top = sec_feed.MAX_EVENTS_LIMIT
+        return json_error(400, "malformed", f"limit must be an integer 1..{top}")
+    events = await node.security_feed.events(origin=origin, kind=kind, limit=limit)
+    return web.json_response({"node": node.config.node_id, "events": events})
+
+
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
 
 
@@ -273,4 +314,6 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/standards/wait", get_standards_wait)
     app.router.add_post("/v1/standards/report", post_standards_report)
     app.router.add_get("/v1/standards/rollout", get_standards_rollout)
+    app.router.add_post(sec_feed.REPORT_PATH, post_security_report)
+    app.router.add_get(sec_feed.EVENTS_PATH, get_security_events)
     return app

@@ -183,3 +183,30 @@ Index(
     sqlite_where=api_tokens.c.revoked_ms == 0,
     postgresql_where=api_tokens.c.revoked_ms == 0,
 )
+
+# Security feed (network_mgmt.security_feed): audit entries of this node's subtree, received from
+# children and copied from the own log, each with its origin's chain fields and signature so any
+# ancestor can re-verify it. `verified` = the origin's known key signed it here; `forwarded_ms` 0 =
+# not yet acknowledged by the parent (the forwarding position, persisted per row).
+security_feed = Table(
+    "security_feed",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("time_ms", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("kid", String(16), nullable=False),
+    Column("verified", Boolean, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("forwarded_ms", BigInteger, nullable=False),
+)
+Index("ux_security_feed_origin_seq", security_feed.c.origin, security_feed.c.seq, unique=True)
+Index("ix_security_feed_pending", security_feed.c.forwarded_ms, security_feed.c.id)
+Index("ix_security_feed_time", security_feed.c.time_ms)
