@@ -262,7 +262,7 @@ class Node:
             from node.http_api import build_app
 
             self.runner = web.AppRunner(
-                build_app(self), access_log=None, handle_signals=False, shutdown_timeout=3.0
+                build_app(self), access_log=None, handle_signals=False, shutdown_timeout=2.0
             )
             await self.runner.setup()
             site = web.TCPSite(

@@ -122,7 +122,7 @@ class UpstreamQueue:
         """New work may be waiting (a local change, a relayed batch, the retry job)."""
         self._wake.set()
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def stop(self, grace_s: float = 2.0) -> None:
         """Stop after the in-flight transfer finishes, or abandon it after `grace_s`.
 
         Abandoning is safe: the parent applies a batch atomically, and this node marks nothing

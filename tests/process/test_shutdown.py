@@ -26,7 +26,9 @@ from tests.support.procs import chunked, invoke_ok, poll, run_lsnet
 pytestmark = pytest.mark.process
 
 BACKLOG = 1000
-SIGTERM_EXIT_S = 5.0  # UpstreamQueue.stop abandons an in-flight transfer after 5 s at most
+# A node bounds its stop at about 4 s (in-flight transfer abandoned after 2 s, HTTP server
+# drained for 2 s); the rest is margin for a loaded CI machine, not a performance figure.
+SIGTERM_EXIT_S = 15.0
 
 
 @pytest.mark.parametrize("victim_level", [Level.CITY, Level.PROVINCE])
