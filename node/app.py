@@ -82,6 +82,7 @@ class Node:
             self.clock.time_ms(),
         )
         if self.started_monotonic and self.config.parent is not None:
+            self._background = [t for t in self._background if not t.done()]
             self._background.append(asyncio.create_task(self.report_rollout()))
 
     async def keep_standards_fresh(self) -> None:
