@@ -27,7 +27,7 @@ from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.security_events import SecurityEvents
-from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore
+from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore, StatusView
 from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
 from security.audit import AuditKind, AuditLog
@@ -37,7 +37,7 @@ from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
 from sync.sender import UpstreamQueue
 from sync.standards_channel import StandardsChannel
-from sync.store import SyncStore
+from sync.store import LinkState, SyncStore
 from sync.transport import HttpTransport, Transport
 
 log = logging.getLogger("lsnet.node")
@@ -361,10 +361,8 @@ class Node:
     async def refresh_gauges(self) -> None:
         view = await self.store.status()
         self.metrics.backlog.set(view.backlog_changes if self.config.parent else 0)
-        lag = 0.0
-        if self.config.parent is not None and view.oldest_unacked_ms is not None:
-            lag = max(0.0, (self.clock.time_ms() - view.oldest_unacked_ms) / 1000.0)
-        self.metrics.lag_seconds.set(lag)
+        has_parent = self.config.parent is not None
+        self.metrics.lag_seconds.set(view.lag_seconds(self.clock.time_ms()) if has_parent else 0)
         for origin, count in view.records_by_origin.items():
             self._gauges["records"].labels(origin).set(count)
         for origin, epochs in view.watermarks.items():
@@ -376,14 +374,7 @@ class Node:
         """The status document served at /v1/status and printed by `lsnet status --json`."""
         view = await self.store.status()
         link = self.upstream.state if self.upstream is not None else None
-        lag_s = None
-        if self.config.parent is not None:
-            lag_s = (
-                0.0
-                if view.oldest_unacked_ms is None
-                else max(0.0, (self.clock.time_ms() - view.oldest_unacked_ms) / 1000.0)
-            )
-        doc = status_document(self.config, view, link, lag_s)
+        doc = status_document(self.config, view, link, self.clock.time_ms())
         if self.standards is not None:
             expires = self.standards.client.expires()
             doc["standards"] = {
@@ -397,9 +388,10 @@ class Node:
 
 
 def status_document(
-    config: NodeConfig, view: Any, link: Any, lag_s: float | None
+    config: NodeConfig, view: StatusView, link: LinkState | None, now_ms: int
 ) -> dict[str, Any]:
     meta = view.meta
+    lag_s = view.lag_seconds(now_ms) if config.parent is not None else None
     return {
         "node": config.node_id,
         "name": config.node.name,

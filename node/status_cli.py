@@ -42,15 +42,7 @@ async def collect_status(config: NodeConfig) -> dict[str, Any]:
         link = await SyncStore(db).load_link(config.parent.id) if config.parent else None
     finally:
         await asyncio.to_thread(db.close)
-    clock = SystemClock()
-    lag = None
-    if config.parent is not None:
-        lag = (
-            0.0
-            if view.oldest_unacked_ms is None
-            else max(0.0, (clock.time_ms() - view.oldest_unacked_ms) / 1000)
-        )
-    doc = status_document(config, view, link, lag)
+    doc = status_document(config, view, link, SystemClock().time_ms())
     if config.parent is not None:
         reachable, detail = await probe(config.parent.url, ssl_context=client_context(config))
         doc["parent"]["reachable"] = reachable

@@ -320,6 +320,12 @@ class StatusView:
     oldest_unacked_ms: int | None
     quarantined: int
 
+    def lag_seconds(self, now_ms: int) -> float:
+        """Age of the oldest change the parent has not acknowledged (0 when none waits)."""
+        if self.oldest_unacked_ms is None:
+            return 0.0
+        return max(0.0, (now_ms - self.oldest_unacked_ms) / 1000.0)
+
 
 def status_txn(conn: Connection) -> StatusView:
     meta = read_meta_txn(conn)

@@ -206,12 +206,10 @@ class StandardsChannel:
                 seen = generation
 
     async def _wait_remote(self, url: str, seen: int | None, timeout_s: float) -> int:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
-            self._session = client_session(timeout, self.ssl_context)
+        session = self._client()
         params = {"after": str(-1 if seen is None else seen), "timeout": str(timeout_s)}
         per_call = aiohttp.ClientTimeout(total=timeout_s + 10)
-        async with self._session.get(url, params=params, timeout=per_call) as resp:
+        async with session.get(url, params=params, timeout=per_call) as resp:
             if resp.status != 200:
                 raise OSError(f"HTTP {resp.status}")
             return int((await resp.json())["generation"])
@@ -228,6 +226,13 @@ class StandardsChannel:
             return False
         self._repo_stamp = stamp
         return await self.refresh()
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The channel's one HTTP session towards the parent (made on first use)."""
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
+            self._session = client_session(timeout, self.ssl_context)
+        return self._session
 
     async def close(self) -> None:
         if self._session is not None:
@@ -248,10 +253,8 @@ class StandardsChannel:
         return future.result(timeout=self.config.sync.request_timeout_s + 5)
 
     async def _get(self, url: str, limit: int) -> bytes:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
-            self._session = client_session(timeout, self.ssl_context)
-        async with self._session.get(url) as resp:
+        session = self._client()
+        async with session.get(url) as resp:
             if resp.status == 404:
                 raise StandardsFileMissing(url)
             if resp.status != 200:
