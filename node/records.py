@@ -20,12 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache, lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from stdnum.cn import ric
 from stdnum.cn import uscc as stdnum_uscc
@@ -605,10 +605,82 @@ def _normalise(spec: FieldSpec, raw: object) -> str | None:
     return value
 
 
-def _unknown_field(schema: RecordSchema, name: object) -> RecordInvalid:
-    reason = f"is not a field of a {schema.name} record"
-    close = difflib.get_close_matches(str(name), list(schema.by_name), n=1)
-    return RecordInvalid(str(name), reason + (f"; did you mean '{close[0]}'?" if close else ""))
+class _SpecShape(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def required(self) -> bool: ...
+
+
+SpecT = TypeVar("SpecT", bound=_SpecShape, covariant=True)
+
+
+class _SchemaShape(Protocol[SpecT]):
+    """What both record-schema models offer (these built-in ones and standards releases')."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def natural_key(self) -> tuple[str, ...]: ...
+
+    @property
+    def fields(self) -> tuple[SpecT, ...]: ...
+
+    @property
+    def by_name(self) -> Mapping[str, SpecT]: ...
+
+
+SchemaT = TypeVar("SchemaT")
+
+
+def pick_schema(schemas: Mapping[str, SchemaT], obj: object) -> SchemaT:
+    """The schema named by the record's "type"; RecordInvalid on the 'type' field otherwise."""
+    if not isinstance(obj, Mapping):
+        raise RecordInvalid("type", "a record must be an object with a 'type' field")
+    rtype = obj.get("type")
+    schema = schemas.get(rtype) if isinstance(rtype, str) else None
+    if schema is None:
+        raise RecordInvalid(
+            "type",
+            ("is missing; it " if rtype is None else "") + "must be one of " + ", ".join(schemas),
+        )
+    return schema
+
+
+def read_fields(
+    schema: _SchemaShape[SpecT],
+    obj: Mapping[str, Any],
+    normalise: Callable[[SpecT, object], str | None],
+) -> tuple[bool, Sequence[SpecT], dict[str, str]]:
+    """The tombstone flag, the fields that apply, and their normalised values.
+
+    Unknown fields are refused (with a spelling hint); a tombstone needs and keeps only its
+    natural-key fields; a required field that is missing or blank is refused."""
+    try:
+        flag = obj.get("deleted")
+        deleted = flag not in (None, "") and _norm_bool(flag) == "1"
+    except _Reject as exc:
+        raise RecordInvalid("deleted", str(exc)) from None
+    for name in obj:
+        if name not in schema.by_name and name not in _RESERVED:
+            reason = f"is not a field of a {schema.name} record"
+            close = difflib.get_close_matches(str(name), list(schema.by_name), n=1)
+            raise RecordInvalid(
+                str(name), reason + (f"; did you mean '{close[0]}'?" if close else "")
+            )
+    specs = [schema.by_name[k] for k in schema.natural_key] if deleted else list(schema.fields)
+    payload: dict[str, str] = {}
+    for spec in specs:
+        value = normalise(spec, obj.get(spec.name))
+        if value is not None:
+            payload[spec.name] = value
+        elif spec.required:
+            raise RecordInvalid(
+                spec.name, f"is required in a {schema.name} record but is missing or empty"
+            )
+    return deleted, specs, payload
 
 
 def validate_record(obj: Mapping[str, Any]) -> ValidRecord:
@@ -617,35 +689,8 @@ def validate_record(obj: Mapping[str, Any]) -> ValidRecord:
     A tombstone (`"deleted": true`) needs and keeps only its natural-key fields; other known
     fields on it are ignored, unknown ones are still rejected.
     """
-    if not isinstance(obj, Mapping):
-        raise RecordInvalid("type", "a record must be an object with a 'type' field")
-    rtype = obj.get("type")
-    schema = RECORD_TYPES.get(rtype) if isinstance(rtype, str) else None
-    if schema is None:
-        raise RecordInvalid(
-            "type",
-            ("is missing; it " if rtype is None else "")
-            + "must be one of "
-            + ", ".join(RECORD_TYPES),
-        )
-    try:
-        flag = obj.get("deleted")
-        deleted = flag not in (None, "") and _norm_bool(flag) == "1"
-    except _Reject as exc:
-        raise RecordInvalid("deleted", str(exc)) from None
-    for name in obj:
-        if name not in schema.by_name and name not in _RESERVED:
-            raise _unknown_field(schema, name)
-    specs = [schema.by_name[k] for k in schema.natural_key] if deleted else schema.fields
-    payload: dict[str, str] = {}
-    for spec in specs:
-        value = _normalise(spec, obj.get(spec.name))
-        if value is not None:
-            payload[spec.name] = value
-        elif spec.required:
-            raise RecordInvalid(
-                spec.name, f"is required in a {schema.name} record but is missing or empty"
-            )
+    schema = pick_schema(RECORD_TYPES, obj)
+    deleted, _specs, payload = read_fields(schema, obj, _normalise)
     if not deleted:
         for check in schema.checks:
             check(payload)

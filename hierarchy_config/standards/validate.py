@@ -22,7 +22,6 @@ This module does not read files, store anything, or know the replication envelop
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,15 @@ from hierarchy_config.standards.rules import evaluate
 
 # node.records' normalisers are private; they are imported on purpose so that payloads stay
 # byte-identical with node.records.validate_record.
-from node.records import FieldSpec, RecordInvalid, ValidRecord, _norm_bool, _Reject, _text
+from node.records import (
+    FieldSpec,
+    RecordInvalid,
+    ValidRecord,
+    _Reject,
+    _text,
+    pick_schema,
+    read_fields,
+)
 from node.records import _normalise as records_normalise
 
 __all__ = [
@@ -176,43 +183,10 @@ def _code_problem(
 # --- validation ---
 
 
-def _unknown_field(schema: RecordSchema, name: object) -> RecordInvalid:
-    reason = f"is not a field of a {schema.name} record"
-    close = difflib.get_close_matches(str(name), list(schema.by_name), n=1)
-    return RecordInvalid(str(name), reason + (f"; did you mean '{close[0]}'?" if close else ""))
-
-
 def validate_record(standards: Standards, obj: Mapping[str, Any]) -> Validated:
     """Check and normalise one record; raise RecordInvalid naming the first bad field."""
-    if not isinstance(obj, Mapping):
-        raise RecordInvalid("type", "a record must be an object with a 'type' field")
-    rtype = obj.get("type")
-    schema = standards.schemas.get(rtype) if isinstance(rtype, str) else None
-    if schema is None:
-        raise RecordInvalid(
-            "type",
-            ("is missing; it " if rtype is None else "")
-            + "must be one of "
-            + ", ".join(standards.schemas),
-        )
-    try:
-        flag = obj.get("deleted")
-        deleted = flag not in (None, "") and _norm_bool(flag) == "1"
-    except _Reject as exc:
-        raise RecordInvalid("deleted", str(exc)) from None
-    for name in obj:
-        if name not in schema.by_name and name not in _RESERVED:
-            raise _unknown_field(schema, name)
-    specs = [schema.by_name[k] for k in schema.natural_key] if deleted else schema.fields
-    payload: dict[str, str] = {}
-    for spec in specs:
-        value = _normalise(spec, obj.get(spec.name))
-        if value is not None:
-            payload[spec.name] = value
-        elif spec.required:
-            raise RecordInvalid(
-                spec.name, f"is required in a {schema.name} record but is missing or empty"
-            )
+    schema = pick_schema(standards.schemas, obj)
+    deleted, specs, payload = read_fields(schema, obj, _normalise)
     on = None if deleted else _business_date(schema, payload)
     for spec in specs:
         if spec.code_table is None or spec.name not in payload:
