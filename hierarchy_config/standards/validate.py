@@ -54,7 +54,6 @@ __all__ = [
     "validate_record",
 ]
 
-_RESERVED = frozenset({"type", "deleted"})
 _TS = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?")
 _PERIOD = re.compile(r"(\d{4})(?:Q([1-4]))?")
 _LIST_AT_MOST = 12
