@@ -64,7 +64,7 @@ _REFUSALS: dict[Verdict, tuple[int, str, str]] = {
         "token_revoked",
         "this token was revoked; ask an operator for a new one",
     ),
-    Verdict.WRONG_SCOPE: (403, "forbidden", "this token is not allowed to ingest records"),
+    Verdict.WRONG_SCOPE: (403, "forbidden", "this token is not allowed to do this"),
 }
 
 
@@ -82,6 +82,8 @@ async def _refuse_unless_authorised(
     if check.verdict is Verdict.ALLOWED:
         return None
     status, code, message = _REFUSALS[check.verdict]
+    if check.verdict is Verdict.UNKNOWN:
+        message = f"a valid {scope.value} token is required (Authorization: Bearer ...)"
     if node.security is not None:
         detail: dict[str, str | int | bool] = {"path": request.path}
         if check.info is not None:
@@ -90,6 +92,13 @@ async def _refuse_unless_authorised(
             AuditKind.REQUEST_REJECTED, peer=request.remote or "", code=code, detail=detail
         )
     return json_error(status, code, message)
+
+
+async def require_operator(request: web.Request) -> web.Response | None:
+    """None if the request carries an active `operator` token (Authorization: Bearer lsn_...),
+    else the 401/403 answer to send (the refusal is audited). Every admin or operator endpoint
+    calls this first."""
+    return await _refuse_unless_authorised(request.app[NODE_KEY], request, Scope.OPERATOR)
 
 
 async def post_records(request: web.Request) -> web.Response:

@@ -49,9 +49,14 @@ CODE_TOKEN_REVOKED = "token_revoked"
 
 
 class Scope(StrEnum):
-    """Closed set of what a token may do. Only ingest exists today; `read` will follow."""
+    """Closed set of what a token may do.
+
+    `ingest`: a local business system posts records. `operator`: a person at the centre uses the
+    admin and read API (operator actions, the dashboard's actions, statistics, security views).
+    A token has exactly one scope; an operator who also feeds records holds two tokens."""
 
     INGEST = "ingest"
+    OPERATOR = "operator"
 
 
 class Verdict(StrEnum):
