@@ -24,6 +24,7 @@ from network_mgmt.security_feed import REPORT_INTERVAL_S, FeedError, SecurityFee
 from network_mgmt.security_feed import REPORT_PATH as SECURITY_REPORT_PATH
 from node.clock import Clock, SystemClock
 from node.db import Database
+from node.peer_auth import PeerAuth, PeerGate
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.security_events import SecurityEvents
@@ -31,6 +32,8 @@ from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStor
 from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
 from security.audit import AuditKind, AuditLog
+from security.http_signatures import Signer
+from security.keyring import KeyRing
 from security.keys import NodeKey, load_signing_key
 from sync.errors import PeerUnavailable
 from sync.metrics import SyncMetrics
@@ -70,6 +73,9 @@ class Node:
     standards_version: str = BUILTIN_STANDARDS
     validator: RecordValidator = field(default_factory=BuiltinValidator)
     validators: Validators | None = None
+    keyring: KeyRing = field(default_factory=KeyRing)
+    peer_gate: PeerGate = field(default_factory=lambda: PeerGate(600.0))
+    peer_auth: PeerAuth | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -157,8 +163,19 @@ class Node:
         metrics = SyncMetrics(registry)
         sync_store = SyncStore(db)
         client_tls = client_context(config)
+        known = dict(config.subtree_keys())
+        peers_by_url: dict[str, str] = {}
+        if config.parent is not None:
+            known[config.parent.id] = config.parent.verify_key
+            peers_by_url[config.parent.url] = config.parent.id
+        keyring = KeyRing.from_keys(known)
+        peer_auth = PeerAuth(
+            config.node_id, Signer(config.node_id, key), keyring, clock, peers_by_url
+        )
         transport = transport or HttpTransport(
-            timeout_s=config.sync.request_timeout_s, ssl_context=client_tls
+            timeout_s=config.sync.request_timeout_s,
+            ssl_context=client_tls,
+            middlewares=(peer_auth.middleware,),
         )
         upstream = None
         if config.parent is not None:
@@ -203,6 +220,9 @@ class Node:
             receiver=receiver,
             upstream=upstream,
             transport=transport,
+            keyring=keyring,
+            peer_gate=PeerGate(window_s=2 * config.sync.max_clock_skew_s),
+            peer_auth=peer_auth,
         )
         node_ref.append(node)
         node.security = SecurityEvents(config, AuditLog(db, key, config.node_id, clock), registry)
@@ -221,6 +241,7 @@ class Node:
                 ssl_context=client_tls,
             )
             node.standards.events = node.security
+            node.standards.client_middlewares = (peer_auth.middleware,)
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )

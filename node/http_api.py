@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hierarchy_config.standards import Issue
 from network_mgmt import security_feed as sec_feed
 from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
+from node.peer_auth import BODY_KEY, peer_auth_middleware
 from node.records import RecordInvalid, ValidRecord
 from security.audit import AuditKind
 from security.tokens import Scope, TokenCheck, Verdict, authenticate
@@ -214,7 +215,7 @@ async def post_standards_report(request: web.Request) -> web.Response:
     node: Node = request.app[NODE_KEY]
     if node.rollout is None:
         return json_error(404, "not_found", "this node does not distribute standards")
-    body = await request.content.read(MAX_REPORT_BYTES + 1)
+    body = request.get(BODY_KEY) or await request.content.read(MAX_REPORT_BYTES + 1)
     if len(body) > MAX_REPORT_BYTES:
         return json_error(413, "too_large", f"report exceeds {MAX_REPORT_BYTES} bytes")
     try:
@@ -250,7 +251,7 @@ async def post_security_report(request: web.Request) -> web.Response:
     node: Node = request.app[NODE_KEY]
     if node.security_feed is None or not node.config.children:
         return json_error(404, "not_found", "this node has no children to receive reports from")
-    body = await request.content.read(sec_feed.MAX_REQUEST_BYTES + 1)
+    body = request.get(BODY_KEY) or await request.content.read(sec_feed.MAX_REQUEST_BYTES + 1)
     try:
         reply, _ = await node.security_feed.accept(body)  # refuses oversized bodies first
     except sec_feed.ReportRejected as exc:
@@ -311,7 +312,8 @@ async def errors_as_json(
 
 def build_app(node: Node) -> web.Application:
     app = web.Application(
-        client_max_size=node.config.limits.max_body_bytes + 1024, middlewares=[errors_as_json]
+        client_max_size=node.config.limits.max_body_bytes + 1024,
+        middlewares=[peer_auth_middleware, errors_as_json],
     )
     app[NODE_KEY] = node
     app.router.add_post("/v1/sync/push", node.receiver.handle)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hierarchy_config.model import NodeConfig
 from node.clock import Clock
+from node.peer_auth import PEER_KEY
 from node.validation import BuiltinValidator, RecordValidator
 from security.audit import AuditKind
 from security.keys import NodeKey
@@ -125,6 +126,13 @@ class PushReceiver:
             body = await self._read_body(request)
             push = self._open(body)
             sender = push.sender
+            signer = request.get(PEER_KEY)
+            if signer is not None and signer != push.sender:
+                raise ReceiveError(
+                    Code.NOT_AUTHORISED,
+                    f"node {signer} sent a push that claims to come from {push.sender}",
+                    claimed=push.sender,
+                )
             if not self.per_peer.allow(push.sender, now):
                 raise ReceiveError(
                     Code.RATE_LIMITED, f"node {push.sender} exceeds its request rate"
@@ -192,6 +200,10 @@ class PushReceiver:
         return web.Response(body=sealed.to_bytes(), content_type=CONTENT_TYPE)
 
     async def _read_body(self, request: web.Request) -> bytes:
+        from node.peer_auth import BODY_KEY
+
+        if BODY_KEY in request:  # read and verified by the peer authentication middleware
+            return request[BODY_KEY]
         limit = self.config.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise ReceiveError(

@@ -88,6 +88,8 @@ class StandardsChannel:
         self.repository = settings.repository
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
+        # The node's request-signing middleware (RFC 9421), set by the composition root.
+        self.client_middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = ()
         self.last_error: str | None = None
         self.provinces = followed_provinces(config)
         self.client = StandardsClient(
@@ -231,7 +233,7 @@ class StandardsChannel:
         """The channel's one HTTP session towards the parent (made on first use)."""
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.config.sync.request_timeout_s)
-            self._session = client_session(timeout, self.ssl_context)
+            self._session = client_session(timeout, self.ssl_context, self.client_middlewares)
         return self._session
 
     async def close(self) -> None:
@@ -259,6 +261,9 @@ class StandardsChannel:
                 raise StandardsFileMissing(url)
             if resp.status != 200:
                 raise OSError(f"HTTP {resp.status} from {url}")
+            if resp.content_length is not None:
+                # Over the limit: the client reports the excess as too large.
+                return (await resp.read())[: limit + 1]
             buf = bytearray()
             async for chunk in resp.content.iter_chunked(64 * 1024):
                 buf.extend(chunk)

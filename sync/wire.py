@@ -49,6 +49,9 @@ class Code(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     RATE_LIMITED = "rate_limited"
     REPLAY = "replay"
+    KEY_REVOKED = "key_revoked"
+    KEY_EXPIRED = "key_expired"
+    KEY_NOT_YET_VALID = "key_not_yet_valid"
     INTERNAL = "internal"
 
 

@@ -12,6 +12,7 @@ from security.keys import NodeKey, load_signing_key
 from security.ratelimit import RateLimiter
 from sync.wire import parse_error_body
 from tests.support.network import make_network
+from tests.support.peer import signing_session
 from tests.sync.helpers import seal_push
 
 
@@ -54,7 +55,12 @@ async def test_noisy_child_is_limited_and_its_sibling_is_not(tmp_path: Path) -> 
             )
 
         statuses = []
-        async with aiohttp.ClientSession() as s:
+        forger = NodeKey.generate()
+        async with (
+            signing_session(noisy, keys[noisy], province) as s,
+            signing_session(quiet, keys[quiet], province) as q,
+            signing_session(quiet, forger, province) as f,
+        ):
             for _ in range(6):
                 async with s.post(url, data=push(noisy)) as r:
                     statuses.append(r.status)
@@ -62,10 +68,10 @@ async def test_noisy_child_is_limited_and_its_sibling_is_not(tmp_path: Path) -> 
                         assert parse_error_body(await r.read())[0] == "rate_limited"
                         assert int(r.headers["Retry-After"]) >= 1
             assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429, 429]
-            async with s.post(url, data=push(quiet)) as r:
+            async with q.post(url, data=push(quiet)) as r:
                 assert r.status == 200
-            # Forged pushes in the noisy city's name do not spend its budget: they fail first.
-            async with s.post(url, data=push(quiet, NodeKey.generate())) as r:
+            # Forged pushes in the quiet city's name do not spend its budget: they fail first.
+            async with f.post(url, data=push(quiet, forger)) as r:
                 assert r.status == 401
         rejected = net.nodes[province].registry.get_sample_value(
             "lsnet_sync_rejected_total", {"reason": "rate_limited"}
@@ -93,7 +99,8 @@ async def test_address_with_many_refused_requests_is_cut_off(tmp_path: Path) -> 
             for _ in range(4):
                 async with s.post(url, data=b"\xc1 not msgpack") as r:
                     seen.append(r.status)
-        assert seen == [400, 400, 429, 429]
+        # Unsigned garbage: refused (401) until the address is cut off (429).
+        assert seen == [401, 401, 429, 429]
     finally:
         await net.stop_all()
 

@@ -11,6 +11,7 @@ from node.clock import SystemClock
 from security.audit import AuditKind
 from security.keys import NodeKey
 from tests.support.network import make_network, wait_until
+from tests.support.peer import signing_session
 from tests.sync.helpers import seal_push
 
 
@@ -22,22 +23,29 @@ async def test_refusals_and_releases_are_audited_and_counted(tmp_path: Path) -> 
         province_id, city_id = net.province_ids()[0], net.city_ids()[0]
         province, city = net.nodes[province_id], net.nodes[city_id]
         assert province.security is not None and city.security is not None
+        forger = NodeKey.generate()
         forged = seal_push(
-            NodeKey.generate(),
+            forger,
             sender=city_id,
             destination=province_id,
             batches_=(),
             sent_ms=SystemClock().time_ms(),
         )
-        async with aiohttp.ClientSession() as s:
-            async with s.post(province.config.node.url + "/v1/sync/push", data=forged) as r:
-                assert r.status == 401
-            async with s.post(
+        url = province.config.node.url + "/v1/sync/push"
+        async with (
+            signing_session(city_id, forger, province_id) as f,
+            f.post(url, data=forged) as r,
+        ):
+            assert r.status == 401
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
                 city.config.node.url + "/v1/records",
                 json=[],
                 headers={"Authorization": "Bearer not-the-token-not-the-token"},
-            ) as r:
-                assert r.status == 401
+            ) as r,
+        ):
+            assert r.status == 401
 
         entries = await province.security.audit.entries(kind=AuditKind.REQUEST_REJECTED)
         # Not authenticated: the peer is the address; the claimed sender is kept as detail.

@@ -18,6 +18,7 @@ from security.audit import PURPOSE_AUDIT, AuditKind, entry_hash
 from security.keys import NodeKey
 from security.signing import sign
 from tests.support.network import TestNet, make_network
+from tests.support.peer import signing_session
 
 
 async def events(node: Node, **query: str) -> list[dict[str, Any]]:
@@ -32,9 +33,12 @@ async def events(node: Node, **query: str) -> list[dict[str, Any]]:
         return found
 
 
-async def post_report(target: Node, body: bytes) -> tuple[int, str]:
+async def post_report(
+    target: Node, body: bytes, sender: Node, key: NodeKey | None = None
+) -> tuple[int, str]:
+    """Post as `sender` would (its HTTP signature; `key` for a forger without its key)."""
     async with (
-        aiohttp.ClientSession() as s,
+        signing_session(sender.config.node_id, key or sender.key, target.config.node_id) as s,
         s.post(target.config.node.url + REPORT_PATH, data=body) as r,
     ):
         if r.status == 200:
@@ -109,14 +113,15 @@ async def test_report_signed_by_the_wrong_key_is_refused(tmp_path: Path) -> None
     net, ministry, province, _ = await started(tmp_path)
     try:
         entry = await own_entry(province)
+        forger = NodeKey.generate()
         body, _ = make_report(
-            NodeKey.generate(),
+            forger,
             province.config.node_id,
             ministry.config.node_id,
             [entry],
             province.clock.time_ms(),
         )
-        assert await post_report(ministry, body) == (401, "bad_signature")
+        assert await post_report(ministry, body, province, forger) == (401, "bad_signature")
         assert await feed_rows(ministry) == 0
         assert ministry.security is not None
         refused = await ministry.security.audit.entries(kind=AuditKind.REQUEST_REJECTED)
@@ -133,7 +138,7 @@ async def test_entry_outside_the_senders_subtree_is_refused(tmp_path: Path) -> N
         body, _ = make_report(
             city.key, city.config.node_id, province.config.node_id, [entry], city.clock.time_ms()
         )
-        assert await post_report(province, body) == (403, "not_authorised")
+        assert await post_report(province, body, city) == (403, "not_authorised")
         assert await feed_rows(province) == 0
     finally:
         await net.stop_all()
@@ -151,7 +156,7 @@ async def test_province_altering_a_city_entry_is_caught_at_the_ministry(tmp_path
             [altered],
             province.clock.time_ms(),
         )
-        assert await post_report(ministry, body) == (422, "bad_digest")
+        assert await post_report(ministry, body, province) == (422, "bad_digest")
         assert await feed_rows(ministry) == 0
     finally:
         await net.stop_all()
@@ -184,7 +189,7 @@ async def test_entry_under_an_unknown_key_is_kept_but_unverified(tmp_path: Path)
             [entry],
             province.clock.time_ms(),
         )
-        assert await post_report(ministry, body) == (200, "")
+        assert await post_report(ministry, body, province) == (200, "")
         seen = await events(ministry, origin=city.config.node_id)
         assert [(e["seq"], e["verified"]) for e in seen] == [(entry.seq, False)]
     finally:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from network_mgmt.rollout import REPORT_PATH, NodeRelease, RolloutView
 from security.keys import NodeKey
 from tests.support.network import TestNet, make_network, wait_until
+from tests.support.peer import signing_session
 
 
 def fast(net: TestNet) -> None:
@@ -63,12 +64,16 @@ async def test_reports_outside_the_subtree_or_unsigned_are_refused(tmp_path: Pat
         # The province claims a release for a city of another province.
         view.entries[other_city] = NodeRelease(other_city, "std-9", 0, node.clock.time_ms())
         url = net.nodes[net.ministry_id].config.node.url + REPORT_PATH
-        async with aiohttp.ClientSession() as s:
+        forger = NodeKey.generate()
+        async with (
+            signing_session(province, node.key, net.ministry_id) as s,
+            signing_session(province, forger, net.ministry_id) as f,
+        ):
             async with s.post(url, data=view.make_report(node.key, node.clock.time_ms())) as r:
                 assert r.status == 403
                 assert (await r.json())["error"]["code"] == "not_authorised"
-            forged = view.make_report(NodeKey.generate(), node.clock.time_ms())
-            async with s.post(url, data=forged) as r:
+            forged = view.make_report(forger, node.clock.time_ms())
+            async with f.post(url, data=forged) as r:
                 assert r.status == 401
                 assert (await r.json())["error"]["code"] == "bad_signature"
             async with s.post(url, data=b"\x93garbage") as r:

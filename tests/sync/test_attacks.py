@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from node.app import Node
+from security.http_signatures import Signer, sign_request
 from security.keys import NodeKey
 from security.signing import sign
 from sync.wire import (
@@ -52,8 +53,24 @@ class Scene:
     def url(self) -> str:
         return self.net.configs[self.province.config.node_id].node.url + "/v1/sync/push"
 
-    async def post(self, body: Any, **kw: Any) -> tuple[int, bytes]:
+    async def post(
+        self, body: Any, *, signed_body: bytes | None = None, **kw: Any
+    ) -> tuple[int, bytes]:
+        """Post as city `a` over HTTP (RFC 9421 signature with its key, as its node would);
+        the envelope inside may claim anything. A streamed body is signed over `signed_body`."""
         headers = {"Content-Type": CONTENT_TYPE}
+        content = body if isinstance(body, bytes) else signed_body
+        assert content is not None
+        headers.update(
+            sign_request(
+                Signer(self.a, self.cities[self.a].key),
+                self.province.config.node_id,
+                "POST",
+                self.url,
+                content,
+                self.now() / 1000,
+            )
+        )
         async with self.session.post(self.url, data=body, headers=headers, **kw) as resp:
             return resp.status, await resp.read()
 
@@ -207,7 +224,8 @@ async def test_oversized_body_without_content_length(scene: Scene) -> None:
         for _ in range(4):
             yield b"\x00" * (MAX_BODY // 2)
 
-    await scene.refused(stream(), 413, Code.TOO_LARGE)
+    whole = b"\x00" * (MAX_BODY // 2) * 4
+    await scene.refused(stream(), 413, Code.TOO_LARGE, signed_body=whole)
 
 
 async def test_too_many_batches(scene: Scene) -> None:
