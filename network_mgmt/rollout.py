@@ -17,8 +17,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from hierarchy_config.model import NodeConfig
+from security.keyring import KeyRing, trusted_keys
 from security.keys import NodeKey
-from security.signing import SignatureInvalid, sign, verify
+from security.signing import SignatureInvalid, sign, verify_any
 from sync.wire import Code, Sealed, WireError, packb, unpackb
 
 PURPOSE_REPORT = "standards-report"
@@ -44,6 +45,7 @@ class ReportRejected(Exception):
 class RolloutView:
     def __init__(self, config: NodeConfig, registry: CollectorRegistry) -> None:
         self.config = config
+        self.keyring: KeyRing | None = None  # the node's key ring (rotations, revocations)
         self.entries: dict[str, NodeRelease] = {}
         self._gauge_release = Gauge(
             "lsnet_standards_node_release",
@@ -107,7 +109,8 @@ class RolloutView:
         if doc.get("dest") != self.config.node_id:
             raise ReportRejected(Code.WRONG_DESTINATION, "report is addressed to another node")
         try:
-            verify(child.verify_key, PURPOSE_REPORT, sealed.envelope, sealed.signature)
+            keys = trusted_keys(self.keyring, child.id, child.verify_key, now_ms)
+            verify_any(keys, PURPOSE_REPORT, sealed.envelope, sealed.signature)
         except SignatureInvalid:
             raise ReportRejected(Code.BAD_SIGNATURE, f"report is not signed by {sender}") from None
         sent = doc.get("sent")

@@ -44,8 +44,9 @@ from security.audit import (
     AuditReader,
     entry_hash,
 )
+from security.keyring import KeyRing, trusted_keys
 from security.keys import NodeKey, key_id
-from security.signing import SignatureInvalid, sign, verify
+from security.signing import SignatureInvalid, sign, verify, verify_any
 from sync.wire import MAX_ID_LEN, Code, Sealed, WireError, packb, unpackb
 
 log = logging.getLogger("lsnet.security.feed")
@@ -236,7 +237,13 @@ class CheckedReport:
     entries: tuple[tuple[FeedEntry, bool], ...]
 
 
-def check_report(body: bytes, config: NodeConfig, now_ms: int, max_skew_ms: int) -> CheckedReport:
+def check_report(
+    body: bytes,
+    config: NodeConfig,
+    now_ms: int,
+    max_skew_ms: int,
+    ring: KeyRing | None = None,
+) -> CheckedReport:
     """Decode, authenticate and authorise a child's report; raise a ReportRejected subclass."""
     if len(body) > MAX_REQUEST_BYTES:
         raise ReportTooLarge(Code.TOO_LARGE, f"report exceeds {MAX_REQUEST_BYTES} bytes")
@@ -256,7 +263,8 @@ def check_report(body: bytes, config: NodeConfig, now_ms: int, max_skew_ms: int)
     if doc.get("dest") != config.node_id:
         raise ReportUnauthenticated(Code.WRONG_DESTINATION, "report is addressed to another node")
     try:
-        verify(child.verify_key, PURPOSE_REPORT, sealed.envelope, sealed.signature)
+        trusted = trusted_keys(ring, child.id, child.verify_key, now_ms)
+        verify_any(trusted, PURPOSE_REPORT, sealed.envelope, sealed.signature)
     except SignatureInvalid:
         raise ReportUnauthenticated(
             Code.BAD_SIGNATURE, f"report is not signed by {child.id}"
@@ -294,14 +302,17 @@ def make_reply(key: NodeKey, sender: str, dest: str, digest: bytes, stored: int)
     return Sealed(envelope, sign(key, PURPOSE_REPLY, envelope)).to_bytes()
 
 
-def check_reply(data: bytes, config: NodeConfig, digest: bytes) -> int:
+def check_reply(
+    data: bytes, config: NodeConfig, digest: bytes, ring: KeyRing | None = None, now_ms: int = 0
+) -> int:
     """The number of entries the parent stored; ReplyInvalid unless the parent signed an
     acknowledgement of exactly this report, addressed to this node."""
     assert config.parent is not None
     try:
         sealed = Sealed.from_bytes(data)
         doc = unpackb(sealed.envelope, what="security report reply")
-        verify(config.parent.verify_key, PURPOSE_REPLY, sealed.envelope, sealed.signature)
+        keys = trusted_keys(ring, config.parent.id, config.parent.verify_key, now_ms)
+        verify_any(keys, PURPOSE_REPLY, sealed.envelope, sealed.signature)
     except (WireError, SignatureInvalid) as exc:
         raise ReplyInvalid(f"reply is not a reply signed by {config.parent.id}: {exc}") from None
     if (
@@ -443,6 +454,7 @@ class SecurityFeed:
         self.key = key
         self.audit = audit
         self.clock = clock
+        self.keyring: KeyRing | None = None  # the node's key ring (rotations, revocations)
         self._own_keys = {config.node_id: key.verify_key}
         self.entries_gauge = Gauge(
             "lsnet_security_feed_entries",
@@ -463,7 +475,7 @@ class SecurityFeed:
         entries were new. Raises a ReportRejected subclass; then nothing is stored."""
         now = self.clock.time_ms()
         skew = int(self.config.sync.max_clock_skew_s * 1000)
-        report = check_report(body, self.config, now, skew)
+        report = check_report(body, self.config, now, skew, self.keyring)
         stored, conflicts = await self.db.write(_store_txn, report.entries, now)
         for origin in conflicts:
             self.conflicts.labels(origin).inc()
@@ -526,7 +538,7 @@ class SecurityFeed:
             if report is None:
                 break
             body, digest, ids = report
-            check_reply(await post(body), self.config, digest)
+            check_reply(await post(body), self.config, digest, self.keyring, self.clock.time_ms())
             await self.db.write(_mark_txn, ids, self.clock.time_ms())
             sent += len(ids)
         return sent

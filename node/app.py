@@ -24,6 +24,7 @@ from network_mgmt.security_feed import REPORT_INTERVAL_S, FeedError, SecurityFee
 from network_mgmt.security_feed import REPORT_PATH as SECURITY_REPORT_PATH
 from node.clock import Clock, SystemClock
 from node.db import Database
+from node.key_sync import KeySync
 from node.peer_auth import PeerAuth, PeerGate
 from node.records import ValidRecord
 from node.scheduling import Jobs
@@ -76,6 +77,7 @@ class Node:
     keyring: KeyRing = field(default_factory=KeyRing)
     peer_gate: PeerGate = field(default_factory=lambda: PeerGate(600.0))
     peer_auth: PeerAuth | None = None
+    key_sync: KeySync | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -139,6 +141,22 @@ class Node:
             return
         if sent:
             log.info("SEC [%s] forwarded %d audit entries", parent.id, sent)
+
+    async def sync_keys(self) -> None:
+        """Tell the parent about rotations and revocations it has not acknowledged; fetch the
+        parent's (so a revoked key is refused here too)."""
+        if self.key_sync is None:
+            return
+        from node.key_sync import KeySyncError
+
+        await self.key_sync.load()
+        if self.config.parent is None:
+            return
+        try:
+            await self.key_sync.forward_pending()
+        except KeySyncError as exc:
+            log.info("KEY key documents not delivered upward: %s", exc.message)
+        await self.key_sync.pull_from_parent()
 
     def validator_for_origin(self, origin: str) -> RecordValidator:
         """The rules for records received from `origin`: with its province's local codes."""
@@ -225,13 +243,20 @@ class Node:
             peer_auth=peer_auth,
         )
         node_ref.append(node)
+        receiver.keyring = keyring
+        if upstream is not None:
+            upstream.keyring = keyring
+        node.key_sync = KeySync(node)
+        peer_auth.on_announcement = node.key_sync.learn_from_header
         node.security = SecurityEvents(config, AuditLog(db, key, config.node_id, clock), registry)
         receiver.events = node.security
         if upstream is not None:
             upstream.events = node.security
         node.security_feed = SecurityFeed(config, db, key, node.security.audit, clock, registry)
+        node.security_feed.keyring = keyring
         if config.standards.trusted_root is not None:
             node.rollout = RolloutView(config, registry)
+            node.rollout.keyring = keyring
             node.standards = StandardsChannel(
                 config=config,
                 state_dir=config.standards.state_dir,
@@ -267,6 +292,8 @@ class Node:
                 "check 'database' in the configuration"
             )
         self.started_monotonic = time.monotonic()
+        if self.key_sync is not None:
+            await self.key_sync.load()
         if self.security is not None:
             await self.security.emit(
                 AuditKind.CONFIG_LOADED,
@@ -328,6 +355,8 @@ class Node:
                     await self.keep_standards_fresh()
         if self.security_feed is not None and self.config.parent is not None:
             self.jobs.every("security-report", REPORT_INTERVAL_S, self.report_security)
+        if self.key_sync is not None:
+            self.jobs.every("key-sync", self.config.sync.key_sync_interval_s, self.sync_keys)
         self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
         self.jobs.start()
         log.info(

@@ -557,13 +557,23 @@ def verify(config_path: Path) -> None:
     keys_by_origin = dict(config.subtree_keys())
     from security.keys import load_signing_key
 
-    keys_by_origin[config.node_id] = load_signing_key(config.node.key_file).verify_key
+    key_file = config.node.key_file
+    keys_by_origin[config.node_id] = load_signing_key(key_file, _node_passphrase()).verify_key
+    from node.key_sync import apply_stored
+    from security.keyring import KeyEntry, KeyRing
+
+    ring = KeyRing.from_keys(keys_by_origin)
+    # This node's own keys before a rotation (`lsnet keys rotate` keeps them beside the key).
+    for retired in sorted(key_file.parent.glob(key_file.name + ".retired-*")):
+        old = load_signing_key(retired, _node_passphrase()).verify_key
+        ring.put(KeyEntry(config.node_id, retired.name.rpartition("-")[2], old))
 
     async def run() -> Any:
         db = Database(config.node.database)
         try:
             db.check_schema()
-            return await scrub(SyncStore(db), keys_by_origin)
+            await apply_stored(db, ring, config.node_id)
+            return await scrub(SyncStore(db), ring)
         finally:
             await asyncio.to_thread(db.close)
 
@@ -640,7 +650,7 @@ def demo(
 
 
 # Command groups that live in their own modules register themselves on `main`.
-from node import audit_cli, standards_cli, tokens_cli  # noqa: E402, F401
+from node import audit_cli, keys_cli, standards_cli, tokens_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

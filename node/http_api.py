@@ -21,7 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hierarchy_config.standards import Issue
 from network_mgmt import security_feed as sec_feed
 from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
-from node.peer_auth import BODY_KEY, peer_auth_middleware
+from node.key_sync import ANNOUNCE_PATH, REVOCATIONS_PATH, KeySyncError
+from node.key_sync import EVENTS_PATH as KEY_EVENTS_PATH
+from node.peer_auth import BODY_KEY, PEER_KEY, peer_auth_middleware
 from node.records import RecordInvalid, ValidRecord
 from security.audit import AuditKind
 from security.tokens import Scope, TokenCheck, Verdict, authenticate
@@ -268,8 +270,12 @@ async def post_security_report(request: web.Request) -> web.Response:
 
 
 async def get_security_events(request: web.Request) -> web.Response:
-    """Audit entries of this node's subtree (own log and security feed), newest first."""
+    """Audit entries of this node's subtree (own log and security feed), newest first.
+    Operators only: entries name addresses, token ids and operators."""
     node: Node = request.app[NODE_KEY]
+    refusal = await require_operator(request)
+    if refusal is not None:
+        return refusal
     if node.security_feed is None:
         return json_error(404, "not_found", "this node keeps no security feed")
     origin = request.query.get("origin") or None
@@ -283,6 +289,51 @@ async def get_security_events(request: web.Request) -> web.Response:
         return json_error(400, "malformed", f"limit must be an integer 1..{top}")
     events = await node.security_feed.events(origin=origin, kind=kind, limit=limit)
     return web.json_response({"node": node.config.node_id, "events": events})
+
+
+async def _key_refusal(node: Node, request: web.Request, exc: KeySyncError) -> web.Response:
+    node.metrics.rejected.labels(exc.code).inc()
+    if node.security is not None and exc.status < 500:
+        await node.security.emit(
+            AuditKind.REQUEST_REJECTED,
+            peer=request[PEER_KEY],
+            code=exc.code,
+            detail={"path": request.path},
+        )
+    return json_error(exc.status, exc.code, exc.message)
+
+
+async def post_key_announcement(request: web.Request) -> web.Response:
+    """A child announces a new key of itself or of its subtree (signed by the old key)."""
+    node: Node = request.app[NODE_KEY]
+    assert node.key_sync is not None
+    try:
+        rotation = await node.key_sync.accept_rotation(request[BODY_KEY], request[PEER_KEY])
+    except KeySyncError as exc:
+        return await _key_refusal(node, request, exc)
+    return web.json_response({"node": rotation.node, "kid": rotation.new_kid})
+
+
+async def post_key_revocations(request: web.Request) -> web.Response:
+    """The parent or a child hands over revocations (a child: of keys of its subtree only)."""
+    node: Node = request.app[NODE_KEY]
+    assert node.key_sync is not None
+    try:
+        taken = await node.key_sync.accept_revocations(request[BODY_KEY], request[PEER_KEY])
+    except KeySyncError as exc:
+        return await _key_refusal(node, request, exc)
+    return web.json_response({"taken": taken})
+
+
+async def post_key_events(request: web.Request) -> web.Response:
+    """A child fetches this node's rotations and revocations after the last id it saw."""
+    node: Node = request.app[NODE_KEY]
+    assert node.key_sync is not None
+    try:
+        data = await node.key_sync.events_after(request[BODY_KEY])
+    except KeySyncError as exc:
+        return await _key_refusal(node, request, exc)
+    return web.Response(body=data, content_type=CONTENT_TYPE)
 
 
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
@@ -327,4 +378,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/standards/rollout", get_standards_rollout)
     app.router.add_post(sec_feed.REPORT_PATH, post_security_report)
     app.router.add_get(sec_feed.EVENTS_PATH, get_security_events)
+    app.router.add_post(ANNOUNCE_PATH, post_key_announcement)
+    app.router.add_post(REVOCATIONS_PATH, post_key_revocations)
+    app.router.add_post(KEY_EVENTS_PATH, post_key_events)
     return app

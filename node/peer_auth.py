@@ -45,6 +45,8 @@ from security.keyring import KeyRing
 from security.ratelimit import NonceCache
 from sync.wire import CONTENT_TYPE, packb
 
+HEADER_ANNOUNCEMENT = "LSNet-Key-Announcement"
+
 if TYPE_CHECKING:
     from node.app import Node
     from node.clock import Clock
@@ -74,6 +76,7 @@ PEER_ROUTES: tuple[PeerRoute, ...] = (
     PeerRoute("POST", "/v1/security/report", Role.CHILD),
     PeerRoute("POST", "/v1/keys/announce", Role.CHILD),
     PeerRoute("POST", "/v1/keys/revocations", Role.NEIGHBOUR),
+    PeerRoute("POST", "/v1/keys/events", Role.CHILD),
 )
 
 PEER_KEY: web.RequestKey[str] = web.RequestKey("lsnet_peer", str)
@@ -163,6 +166,9 @@ async def peer_auth_middleware(
             )
         headers = [(k, v) for k, v in request.headers.items()]
         now_s = node.clock.time_ms() / 1000
+        announced = request.headers.get(HEADER_ANNOUNCEMENT)
+        if announced and node.key_sync is not None:
+            node.key_sync.learn_from_header(announced)  # a rotated key, vouched for by the old
         claimed = precheck_request(
             headers,
             me=node.config.node_id,
@@ -231,6 +237,8 @@ def _signed(node: Node, response: web.StreamResponse, nonce: str, peer: str) -> 
         node.clock.time_ms() / 1000,
     )
     response.headers.update(headers)
+    if node.peer_auth is not None and node.peer_auth.announcement:
+        response.headers[HEADER_ANNOUNCEMENT] = node.peer_auth.announcement
     return response
 
 
@@ -271,6 +279,10 @@ class PeerAuth:
     clock: Clock
     peers_by_url: dict[str, str]  # base URL → node id (the parent, children with URLs)
     max_answer_bytes: int = 256 * 1024 * 1024
+    # This node's own rotation announcement (base64), sent along while its key is new.
+    announcement: str | None = None
+    # Called with a neighbour's announcement found on an answer, before it is verified.
+    on_announcement: Callable[[str], None] | None = None
 
     def destination(self, url: URL) -> str:
         text = str(url)
@@ -297,6 +309,8 @@ class PeerAuth:
         )
         for name, value in signed.items():
             req.headers[name] = value
+        if self.announcement:
+            req.headers[HEADER_ANNOUNCEMENT] = self.announcement
         nonce = request_nonce(signed)
         resp = await handler(req)
         length = resp.content_length
@@ -306,6 +320,9 @@ class PeerAuth:
                 f"answer of {destination} has no or a too large Content-Length ({length})"
             )
         data = await resp.read()
+        announced = resp.headers.get(HEADER_ANNOUNCEMENT)
+        if announced and self.on_announcement is not None:
+            self.on_announcement(announced)
         try:
             verify_response(
                 resp.status,

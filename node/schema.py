@@ -210,3 +210,24 @@ security_feed = Table(
 Index("ux_security_feed_origin_seq", security_feed.c.origin, security_feed.c.seq, unique=True)
 Index("ix_security_feed_pending", security_feed.c.forwarded_ms, security_feed.c.id)
 Index("ix_security_feed_time", security_feed.c.time_ms)
+
+# Key lifecycle (security.key_store): rotation announcements and revocations known here.
+key_events = Table(
+    "key_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("kid", String(16), nullable=False),
+    Column("doc", LargeBinary, nullable=False),
+    Column("received_from", String(64), nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("forwarded_ms", BigInteger, nullable=False),
+)
+Index(
+    "ux_key_events_kind_node_kid",
+    key_events.c.kind,
+    key_events.c.node_id,
+    key_events.c.kid,
+    unique=True,
+)

@@ -183,3 +183,13 @@ class KeyRing:
             return False
         self.put(replace(entry, revoked_ms=at_ms, reason=reason))
         return True
+
+
+def trusted_keys(
+    ring: KeyRing | None, node_id: str, enrolled: VerifyKey, now_ms: int
+) -> list[VerifyKey]:
+    """The keys `node_id` may sign with now: from the ring when there is one (a rotation adds
+    the new key, a revocation removes a key), else the enrolled key from the configuration."""
+    if ring is None or not ring.knows(node_id):
+        return [enrolled]
+    return ring.usable_keys(node_id, now_ms)

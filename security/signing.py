@@ -7,6 +7,8 @@ that arrived; nothing here re-serialises. This module knows nothing about the wi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
@@ -35,3 +37,15 @@ def verify(verify_key: VerifyKey, purpose: str, data: bytes, signature: bytes) -
         verify_key.verify(_message(purpose, data), signature)
     except BadSignatureError as exc:
         raise SignatureInvalid("signature does not verify") from exc
+
+
+def verify_any(keys: Iterable[VerifyKey], purpose: str, data: bytes, signature: bytes) -> None:
+    """Raise SignatureInvalid unless one of `keys` (e.g. old and new key during a rotation's
+    overlap) made `signature`."""
+    for key in keys:
+        try:
+            verify(key, purpose, data, signature)
+            return
+        except SignatureInvalid:
+            continue
+    raise SignatureInvalid("signature does not verify with any trusted key")

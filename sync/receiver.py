@@ -22,9 +22,10 @@ from node.clock import Clock
 from node.peer_auth import PEER_KEY
 from node.validation import BuiltinValidator, RecordValidator
 from security.audit import AuditKind
+from security.keyring import KeyRing, trusted_keys
 from security.keys import NodeKey
 from security.ratelimit import NonceCache, RateLimiter
-from security.signing import SignatureInvalid, sign, verify
+from security.signing import SignatureInvalid, sign, verify_any
 from sync.errors import BatchRejected
 from sync.metrics import SyncMetrics
 from sync.store import SyncStore
@@ -57,6 +58,10 @@ STATUS_FOR = {
     Code.STALE: 401,
     Code.RATE_LIMITED: 429,
     Code.REPLAY: 401,
+    Code.NOT_AUTHORISED: 403,
+    Code.KEY_REVOKED: 401,
+    Code.KEY_EXPIRED: 401,
+    Code.KEY_NOT_YET_VALID: 401,
 }
 
 
@@ -107,7 +112,7 @@ class PushReceiver:
         self.metrics = metrics
         self.on_applied = on_applied
         self.events: SecurityEvents | None = None
-        self.keys = config.subtree_keys()
+        self.keyring = KeyRing.from_keys(config.subtree_keys())  # the node passes its own
         limits = config.limits
         self.per_peer = RateLimiter(limits.peer_requests_per_s, limits.peer_burst)
         self.per_address = RateLimiter(limits.bad_requests_per_s, limits.bad_burst)
@@ -237,7 +242,8 @@ class PushReceiver:
                 claimed=claimed,
             )
         try:
-            verify(child.verify_key, PURPOSE_PUSH, sealed.envelope, sealed.signature)
+            keys = trusted_keys(self.keyring, claimed, child.verify_key, self.clock.time_ms())
+            verify_any(keys, PURPOSE_PUSH, sealed.envelope, sealed.signature)
         except SignatureInvalid:
             raise ReceiveError(
                 Code.BAD_SIGNATURE,
@@ -269,7 +275,7 @@ class PushReceiver:
                         signed,
                         sender=push.sender,
                         receiver=self.config.node_id,
-                        keys=self.keys,
+                        keys=self.keyring,
                         route_of=self.config.route_of,
                         limits=self.config.limits,
                         validate_records=self.config.sync.revalidate_records,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from nacl.signing import VerifyKey
 
-from security.keys import key_id
+from security.keyring import KeyRefused, KeyRing
 from security.signing import SignatureInvalid, verify
 from sync.store import SyncStore
 from sync.wire import PURPOSE_BATCH, ZERO_HASH, BatchHeader, Code, WireError, header_hash, sha256
@@ -30,7 +30,12 @@ class ScrubReport:
         return not self.problems
 
 
-async def scrub(store: SyncStore, keys: Mapping[str, VerifyKey], *, page: int = 500) -> ScrubReport:
+async def scrub(
+    store: SyncStore, keys: Mapping[str, VerifyKey] | KeyRing, *, page: int = 500
+) -> ScrubReport:
+    """Re-verify every stored batch with the key it names (a rotated key for what it signed
+    before the rotation; a revoked key is reported)."""
+    ring = keys if isinstance(keys, KeyRing) else KeyRing.from_keys(keys)
     report = ScrubReport()
     chain: dict[tuple[str, str], tuple[int, bytes]] = {}
     after = 0
@@ -42,16 +47,17 @@ async def scrub(store: SyncStore, keys: Mapping[str, VerifyKey], *, page: int = 
             after = batch_id
             report.batches += 1
             where = f"batch #{batch_id} of {origin}"
-            key = keys.get(origin)
-            if key is None:
+            if not ring.knows(origin):
                 report.problems.append(f"{where}: no enrolled key for origin {origin}")
                 continue
             try:
                 header = BatchHeader.from_bytes(signed.header_bytes)
                 if header.origin != origin:
                     raise WireError(Code.MALFORMED, "header names another origin")
-                if header.kid != key_id(key):
-                    raise SignatureInvalid(f"signed with key {header.kid}, enrolled {key_id(key)}")
+                try:
+                    key = ring.check_at(origin, header.kid, header.created_ms)
+                except KeyRefused as exc:
+                    raise SignatureInvalid(exc.message) from None
                 verify(key, PURPOSE_BATCH, signed.header_bytes, signed.signature)
                 if sha256(signed.body) != header.digest:
                     raise SignatureInvalid("body does not match the signed digest")

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 from hierarchy_config.model import LimitsConfig, ParentConfig, SyncConfig
 from node.clock import Clock
 from security.audit import AuditKind
+from security.keyring import KeyRing, trusted_keys
 from security.keys import NodeKey
-from security.signing import SignatureInvalid, sign, verify
+from security.signing import SignatureInvalid, sign, verify_any
 from sync.errors import PeerRejected, PeerUnavailable
 from sync.metrics import SyncMetrics
 from sync.store import LinkState, PendingBatch, SyncStore
@@ -96,6 +97,7 @@ class UpstreamQueue:
         self.store = store
         self.transport = transport
         self.clock = clock
+        self.keyring: KeyRing | None = None  # the node's key ring (the parent's rotations)
         self.limits = limits
         self.settings = settings
         self.metrics = metrics
@@ -258,7 +260,10 @@ class UpstreamQueue:
     def _open_reply(self, answer: bytes, nonce: bytes) -> PushReply:
         try:
             sealed = Sealed.from_bytes(answer)
-            verify(self.parent.verify_key, PURPOSE_PUSH_REPLY, sealed.envelope, sealed.signature)
+            keys = trusted_keys(
+                self.keyring, self.parent.id, self.parent.verify_key, self.clock.time_ms()
+            )
+            verify_any(keys, PURPOSE_PUSH_REPLY, sealed.envelope, sealed.signature)
             reply = PushReply.from_bytes(sealed.envelope)
         except (WireError, SignatureInvalid) as exc:
             raise PeerUnavailable(self.parent.id, f"unusable answer: {exc}") from None

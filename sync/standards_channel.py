@@ -87,6 +87,7 @@ class StandardsChannel:
         self.on_release = on_release
         self.repository = settings.repository
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: set[asyncio.Future[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         # The node's request-signing middleware (RFC 9421), set by the composition root.
         self.client_middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = ()
@@ -120,7 +121,12 @@ class StandardsChannel:
         """Fetch, verify and put in force the newest release. True if the version changed."""
         self._loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self.client.refresh)
+            # The worker thread cannot be cancelled: keep it, so close() waits for it and a
+            # restarted node never reads the state directory while it is being rewritten.
+            task = asyncio.ensure_future(asyncio.to_thread(self.client.refresh))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            await asyncio.shield(task)
         except StandardsTrustError as exc:
             self.metrics.refused.labels(exc.code).inc()
             self.last_error = f"{exc.code}: {exc}"
@@ -237,6 +243,8 @@ class StandardsChannel:
         return self._session
 
     async def close(self) -> None:
+        if self._inflight:  # a refresh still running on its worker thread
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 

@@ -18,7 +18,7 @@ from nacl.signing import VerifyKey
 from hierarchy_config.model import LimitsConfig
 from node.records import RecordInvalid
 from node.validation import BuiltinValidator, RecordValidator
-from security.keys import key_id
+from security.keyring import KeyCode, KeyRefused, KeyRing
 from security.signing import SignatureInvalid, verify
 from sync.errors import BatchRejected
 from sync.wire import (
@@ -48,7 +48,7 @@ def verify_batch(
     *,
     sender: str,
     receiver: str,
-    keys: Mapping[str, VerifyKey],
+    keys: Mapping[str, VerifyKey] | KeyRing,
     route_of: Callable[[str], str | None],
     limits: LimitsConfig,
     validate_records: bool = True,
@@ -72,14 +72,16 @@ def verify_batch(
         raise BatchRejected(
             Code.NOT_AUTHORISED, f"node {sender} may not send batches of origin {origin}"
         )
-    key = keys.get(origin)
-    if key is None:
+    ring = keys if isinstance(keys, KeyRing) else KeyRing.from_keys(keys)
+    if not ring.knows(origin):
         raise BatchRejected(Code.UNKNOWN_ORIGIN, f"origin {origin} is not enrolled here")
-    if header.kid != key_id(key):
-        raise BatchRejected(
-            Code.BAD_SIGNATURE,
-            f"batch of {origin} names key {header.kid}; the enrolled key is {key_id(key)}",
-        )
+    try:
+        # The key the batch names, trusted for what it signed when it signed it: a key rotated
+        # away keeps verifying older batches; a revoked key verifies nothing new.
+        key = ring.check_at(origin, header.kid, header.created_ms)
+    except KeyRefused as exc:
+        code = Code.BAD_SIGNATURE if exc.code is KeyCode.UNKNOWN_KEY else Code(exc.code.value)
+        raise BatchRejected(code, f"batch of {origin}: {exc.message}") from None
     try:
         verify(key, PURPOSE_BATCH, signed.header_bytes, signed.signature)
     except SignatureInvalid as exc:

@@ -17,14 +17,28 @@ from node.schema import security_feed
 from security.audit import PURPOSE_AUDIT, AuditKind, entry_hash
 from security.keys import NodeKey
 from security.signing import sign
+from security.tokens import Scope, create_token
 from tests.support.network import TestNet, make_network
 from tests.support.peer import signing_session
 
+_TOKENS: dict[str, str] = {}
+
+
+async def operator_token(node: Node) -> str:
+    """An operator token of `node` (made once per node database)."""
+    where = str(node.config.node.database)
+    if where not in _TOKENS:
+        _TOKENS[where], _ = await create_token(
+            node.db, name="ops", scope=Scope.OPERATOR, created_by="t", now_ms=node.clock.time_ms()
+        )
+    return _TOKENS[where]
+
 
 async def events(node: Node, **query: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {await operator_token(node)}"}
     async with (
         aiohttp.ClientSession() as s,
-        s.get(node.config.node.url + EVENTS_PATH, params=query) as r,
+        s.get(node.config.node.url + EVENTS_PATH, params=query, headers=headers) as r,
     ):
         assert r.status == 200, await r.text()
         doc: dict[str, Any] = await r.json()
@@ -192,5 +206,25 @@ async def test_entry_under_an_unknown_key_is_kept_but_unverified(tmp_path: Path)
         assert await post_report(ministry, body, province) == (200, "")
         seen = await events(ministry, origin=city.config.node_id)
         assert [(e["seq"], e["verified"]) for e in seen] == [(entry.seq, False)]
+    finally:
+        await net.stop_all()
+
+
+async def test_security_view_needs_an_operator_token(tmp_path: Path) -> None:
+    net, ministry, _, _ = await started(tmp_path)
+    try:
+        url = ministry.config.node.url + EVENTS_PATH
+        ingest, _ = await create_token(
+            ministry.db, name="feeder", scope=Scope.INGEST, created_by="t", now_ms=0
+        )
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url) as r:
+                assert r.status == 401
+                assert (await r.json())["error"]["code"] == "unauthenticated"
+            async with s.get(url, headers={"Authorization": f"Bearer {ingest}"}) as r:
+                assert r.status == 403
+        assert ministry.security is not None
+        refused = await ministry.security.audit.entries(kind=AuditKind.REQUEST_REJECTED)
+        assert sorted(e.code for e in refused) == ["forbidden", "unauthenticated"]
     finally:
         await net.stop_all()
