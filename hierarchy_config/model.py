@@ -166,6 +166,9 @@ class LimitsConfig(_Frozen):
     # Refused requests allowed per remote address before it is answered 429 unread.
     bad_requests_per_s: float = Field(default=5.0, gt=0)
     bad_burst: int = Field(default=20, ge=1)
+    # A client that has not sent its whole body within this time is cut off (slow-client
+    # defence: a trickled body cannot hold a request open for long).
+    body_read_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
 
 class SyncConfig(_Frozen):

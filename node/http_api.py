@@ -112,9 +112,13 @@ async def post_records(request: web.Request) -> web.Response:
     limit = node.config.limits.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return json_error(413, "too_large", f"body exceeds {limit} bytes")
+    timeout_s = node.config.limits.body_read_timeout_s
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
         data = json.loads(raw)
+    except TimeoutError:
+        return json_error(408, "slow_client", f"the body did not arrive within {timeout_s:g}s")
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, "too_large", f"body exceeds {limit} bytes")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -20,6 +20,7 @@ API tokens (`node.http_api`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ _STATUS = {
     "not_authorised": 403,
     "malformed": 400,
     "too_large": 413,
+    "slow_client": 408,
     "rate_limited": 429,
 }
 
@@ -128,12 +130,19 @@ def _allowed(node: Node, route: PeerRoute, sender: str) -> bool:
     return is_parent or is_child
 
 
-async def _read_bounded(request: web.Request, limit: int) -> bytes:
+async def _read_bounded(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refusing more than `limit` bytes or a client slower than `timeout_s`."""
     buf = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        buf.extend(chunk)
-        if len(buf) > limit:
-            raise RequestRefused("too_large", f"body exceeds the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                buf.extend(chunk)
+                if len(buf) > limit:
+                    raise RequestRefused("too_large", f"body exceeds the limit of {limit} bytes")
+    except TimeoutError:
+        raise RequestRefused(
+            "slow_client", f"the body did not arrive within {timeout_s:g}s"
+        ) from None
     return bytes(buf)
 
 
@@ -177,7 +186,7 @@ async def peer_auth_middleware(
             max_skew_s=node.config.sync.max_clock_skew_s,
         )
         nonce = claimed.nonce
-        body = await _read_bounded(request, limit)
+        body = await _read_bounded(request, limit, node.config.limits.body_read_timeout_s)
         url = "http://peer" + request.raw_path
         verified = verify_claimed(claimed, request.method, url, headers, body)
         if not node.peer_gate.nonces.add(verified.sender, verified.nonce.encode(), now):

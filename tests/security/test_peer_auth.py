@@ -393,3 +393,53 @@ async def test_parent_rotation_is_learned_by_children_from_its_answers(net: Net)
         "the city did not learn the province's new key",
     )
     await net.net.wait_converged()
+
+
+# -- hostile input -------------------------------------------------------------------------------
+
+
+async def test_deeply_nested_body_is_refused_as_malformed(net: Net) -> None:
+    body = b"\x91" * 100_000 + b"\xc0"  # an array in an array in ... 100,000 deep
+    await net.refused(400, "malformed", net.signed(body), body)
+
+
+async def test_garbage_bytes_are_refused_as_malformed(net: Net) -> None:
+    body = os.urandom(4096)
+    await net.refused(400, "malformed", net.signed(body), body)
+
+
+async def test_slow_client_is_cut_off(tmp_path: Path) -> None:
+    """Slowloris: a signed request whose body trickles in is answered 408 and audited."""
+    test_net = make_network(tmp_path, provinces=1, cities_per_province=1)
+    province_id = test_net.province_ids()[0]
+    cfg = test_net.configs[province_id]
+    test_net.configs[province_id] = cfg.model_copy(
+        update={"limits": cfg.limits.model_copy(update={"body_read_timeout_s": 0.5})}
+    )
+    await test_net.init_all()
+    province = await test_net.start(province_id)
+    try:
+        city_id = test_net.city_ids()[0]
+        from security.keys import load_signing_key
+
+        key = load_signing_key(test_net.configs[city_id].node.key_file)
+        body = b"\x00" * 100
+        url = province.config.node.url + "/v1/sync/push"
+        headers = sign_request(
+            Signer(city_id, key), province_id, "POST", url, body, SystemClock().time_ms() / 1000
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", province.config.node.port)
+        lines = ["POST /v1/sync/push HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 100"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body[:10])
+        await writer.drain()
+        # Wait (bounded) for the server to give up on the rest of the body.
+        answer = await asyncio.wait_for(reader.read(4096), timeout=10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"slow_client" in answer
+        assert province.security is not None
+        refused = await province.security.audit.entries(kind=AuditKind.REQUEST_REJECTED)
+        assert [e.code for e in refused] == ["slow_client"]
+    finally:
+        await test_net.stop_all()
