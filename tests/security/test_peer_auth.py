@@ -443,3 +443,41 @@ async def test_slow_client_is_cut_off(tmp_path: Path) -> None:
         assert [e.code for e in refused] == ["slow_client"]
     finally:
         await test_net.stop_all()
+
+
+async def test_province_altering_a_city_batch_is_caught_at_the_ministry(net: Net) -> None:
+    """End to end: a province (authentic, with its own key) relays a city's batch whose body it
+    changed; the ministry verifies the city's signature, refuses the batch, applies nothing."""
+    from tests.sync.helpers import changes_for, make_batch, seal_push
+
+    city_id, province_id = net.city.config.node_id, net.province.config.node_id
+    meta = await net.city.store.meta()
+    real = make_batch(net.city.key, city_id, meta.epoch, changes_for(valid_records(city_id, 3)))
+    altered = type(real)(real.header_bytes, real.signature, real.body[:-1] + b"\x00")
+    ministry = net.ministry
+    assert ministry.security is not None
+    before = await row_counts(ministry.db)
+    counted = net.rejected(ministry, "bad_digest")
+    body = seal_push(
+        net.province.key,
+        sender=province_id,
+        destination=ministry.config.node_id,
+        batches_=[altered],
+        sent_ms=SystemClock().time_ms(),
+    )
+    url = ministry.config.node.url + "/v1/sync/push"
+    headers = net.signed(
+        body,
+        sender=province_id,
+        key=net.province.key,
+        destination=ministry.config.node_id,
+        url=url,
+    )
+    async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=headers) as r:
+        answer = await r.read()
+        assert r.status == 422, answer
+    assert b"bad_digest" in answer
+    assert net.rejected(ministry, "bad_digest") == counted + 1
+    rejected = await ministry.security.audit.entries(kind=AuditKind.BATCH_REJECTED)
+    assert [e.code for e in rejected] == ["bad_digest"]
+    assert await row_counts(ministry.db) == before
