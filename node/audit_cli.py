@@ -19,10 +19,10 @@ import click
 
 from hierarchy_config.loader import load_config
 from hierarchy_config.model import NodeConfig
-from node.cli import CliFailure, friendly, main
+from node.cli import CliFailure, _node_passphrase, friendly, main
 from node.db import Database
 from security.audit import AuditEntry, AuditInvalid, AuditKind, AuditReader, ChainReport
-from security.keys import load_signing_key
+from security.keys import key_id, load_signing_key
 
 T = TypeVar("T")
 
@@ -85,12 +85,18 @@ def audit() -> None:
 @friendly
 def audit_verify(config_path: Path) -> None:
     """Prove the hash chain intact against this node's key (exit 0), or name the first broken
-    seq and the reason (exit 1): changed, gap, reordered or bad_signature."""
+    seq and the reason (exit 1): changed, gap, reordered or bad_signature. Entries written
+    before a key rotation are checked with the retired key kept beside the key file."""
     config = load_config(config_path)
-    verify_key = load_signing_key(config.node.key_file).verify_key
+    key_file = config.node.key_file
+    current = load_signing_key(key_file, _node_passphrase()).verify_key
+    keys = {key_id(current): current}
+    for retired in sorted(key_file.parent.glob(key_file.name + ".retired-*")):
+        old = load_signing_key(retired, _node_passphrase()).verify_key
+        keys[key_id(old)] = old
 
     async def check(reader: AuditReader) -> ChainReport:
-        return await reader.verify_with(verify_key)
+        return await reader.verify_with(keys)
 
     report = _with_reader(config, check)
     click.echo(report.summary())

@@ -286,6 +286,12 @@ async def test_rotation_reaches_the_ministry_and_old_batches_stay_verifiable(
     report = await scrub(net.ministry.sync_store, net.ministry.keyring)
     assert report.ok, report.problems
     assert report.by_origin[city_id] == 40
+    # At the city, its audit log (entries by both keys) and its own batches still verify.
+    for command in (["audit", "verify"], ["verify"]):
+        result = await asyncio.to_thread(
+            CliRunner().invoke, main, [*command, "--config", str(config_path)]
+        )
+        assert result.exit_code == 0, result.output
 
 
 async def test_rotation_signed_by_a_stranger_is_refused(net: Net) -> None:
