@@ -399,10 +399,15 @@ def _mark_txn(conn: Connection, ids: Sequence[int], now_ms: int) -> None:
     )
 
 
-def _counts_txn(conn: Connection, node_id: str) -> dict[str, int]:
+def _counts_txn(conn: Connection, node_id: str) -> dict[str, tuple[int, int]]:
+    """Per subtree origin: entries held and the highest seq held."""
     t = security_feed.c
-    q = select(t.origin, func.count()).where(t.origin != node_id).group_by(t.origin)
-    return {origin: int(n) for origin, n in conn.execute(q)}
+    q = (
+        select(t.origin, func.count(), func.max(t.seq))
+        .where(t.origin != node_id)
+        .group_by(t.origin)
+    )
+    return {origin: (int(n), int(top)) for origin, n, top in conn.execute(q)}
 
 
 def _events_txn(
@@ -462,6 +467,12 @@ class SecurityFeed:
             ["origin"],
             registry=registry,
         )
+        self.missing_gauge = Gauge(
+            "lsnet_security_feed_missing_entries",
+            "Audit entries of an origin below its highest forwarded seq that never arrived",
+            ["origin"],
+            registry=registry,
+        )
         self.conflicts = Counter(
             "lsnet_security_feed_conflicts",
             "Reported entries that differ from an entry already held and were not taken",
@@ -490,8 +501,11 @@ class SecurityFeed:
         return reply, stored
 
     async def refresh_gauge(self) -> None:
-        for origin, n in (await self.db.read(_counts_txn, self.config.node_id)).items():
+        for origin, (n, top) in (await self.db.read(_counts_txn, self.config.node_id)).items():
             self.entries_gauge.labels(origin).set(n)
+            # Entries arrive in seq order per origin: a hole below the highest seq held is an
+            # entry someone on the way did not forward (withheld), or one still in transit.
+            self.missing_gauge.labels(origin).set(top - n)
 
     # -- forwarding --------------------------------------------------------------------------------
     async def _catch_up_own(self) -> None:

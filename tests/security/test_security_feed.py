@@ -228,3 +228,32 @@ async def test_security_view_needs_an_operator_token(tmp_path: Path) -> None:
         assert sorted(e.code for e in refused) == ["forbidden", "unauthenticated"]
     finally:
         await net.stop_all()
+
+
+async def test_withheld_city_entries_show_as_missing_at_the_ministry(tmp_path: Path) -> None:
+    net, ministry, province, city = await started(tmp_path)
+    try:
+        for node in (city, province):
+            node.jobs.stop()  # no regular forwarding: the test plays the province
+        await reject_bad_token_at(city)
+        await reject_bad_token_at(city)
+        assert city.security is not None and ministry.security_feed is not None
+        own = sorted(await city.security.audit.entries(limit=10), key=lambda e: e.seq)
+        assert len(own) >= 3
+        # The province forwards the city's first and third entries but withholds the second.
+        kept = [FeedEntry.from_audit(own[0]), FeedEntry.from_audit(own[2])]
+        body, _ = make_report(
+            province.key,
+            province.config.node_id,
+            ministry.config.node_id,
+            kept,
+            province.clock.time_ms(),
+        )
+        assert await post_report(ministry, body, province) == (200, "")
+        await ministry.security_feed.refresh_gauge()
+        missing = ministry.registry.get_sample_value(
+            "lsnet_security_feed_missing_entries", {"origin": city.config.node_id}
+        )
+        assert missing == 1
+    finally:
+        await net.stop_all()
