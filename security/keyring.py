@@ -116,8 +116,10 @@ class KeyRing:
         entry = self.entry(node_id, kid)
         if entry is None:
             if node_id in self._by_node:
+                known = ", ".join(sorted(self._by_node[node_id]))
                 raise KeyRefused(
-                    KeyCode.UNKNOWN_KEY, f"key {kid} is not a key of node {node_id} known here"
+                    KeyCode.UNKNOWN_KEY,
+                    f"key {kid} is not a key of node {node_id} known here (known: {known})",
                 )
             raise KeyRefused(KeyCode.UNKNOWN_KEY, f"node {node_id} is not enrolled here")
         problem = entry.usable_at(at_ms)
