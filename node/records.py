@@ -304,6 +304,10 @@ def _canonical_dec(precision: int, scale: int) -> re.Pattern[str]:
 def _norm_dec(value: object, precision: int, scale: int) -> str:
     if type(value) is str and _canonical_dec(precision, scale).fullmatch(value):
         return value  # the common case at a receiver: already normalised
+    return _norm_dec_full(value, precision, scale)
+
+
+def _norm_dec_full(value: object, precision: int, scale: int) -> str:
     if isinstance(value, bool):
         raise _Reject("must be a number, not true/false")
     if isinstance(value, float | Decimal):
@@ -357,9 +361,6 @@ def _check_year(year: int) -> None:
 
 
 def _norm_date(value: object) -> str:
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        _check_year(value.year)
-        return value.isoformat()
     if type(value) is str and len(value) == 10 and value[4] == "-" and value[7] == "-":
         try:  # the common case at a receiver: already YYYY-MM-DD
             day = dt.date.fromisoformat(value)
@@ -368,6 +369,13 @@ def _norm_date(value: object) -> str:
         if day is not None:
             _check_year(day.year)
             return value
+    return _norm_date_full(value)
+
+
+def _norm_date_full(value: object) -> str:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        _check_year(value.year)
+        return value.isoformat()
     match = _DATE_TEXT.fullmatch(_text(value)) if isinstance(value, str) else None
     if match is None:
         raise _Reject("must be a date written YYYY-MM-DD, like 2024-03-01")
