@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import sqlite3
 import sys
 import time
@@ -84,6 +85,10 @@ def plan(sizes: Sizes, pg_url: str | None) -> dict[str, Callable[[], list[Figure
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def table(figures: list[Figure]) -> Table:
     t = Table(title="lsnet benchmarks (ratios to same-run baselines)")
     t.add_column("benchmark")
@@ -132,34 +137,51 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     timings: dict[str, float] = {}
     started = time.monotonic()
-    for name in chosen:
-        console.print(f"[bold]running[/] {name} ...")
-        t0 = time.monotonic()
-        try:
-            figures.extend(runs[name]())
-        except Exception as exc:  # one failing benchmark must not lose the others' figures
-            errors[name] = f"{type(exc).__name__}: {exc}"
-            console.print(f"[red]{name} failed[/]: {exc}")
-            traceback.print_exc()
-        timings[name] = round(time.monotonic() - t0, 1)
-    total = time.monotonic() - started
-    Console().print(table(figures))
-    result = {
-        "mode": "full" if args.full else "quick",
-        "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "total_s": round(total, 1),
-        "seconds_per_benchmark": timings,
-        "machine": machine(),
-        "figures": [f.as_dict() for f in figures],
-        "errors": errors,
-    }
+    mode_name = "full" if args.full else "quick"
     out = args.out
     if out is None:
         RESULTS.mkdir(exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        out = RESULTS / f"{result['mode']}-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
-    console.print(f"wrote {out} ({total:.0f} s)")
+        out = RESULTS / f"{mode_name}-{stamp}.json"
+    info = machine()
+
+    def save(complete: bool) -> None:
+        """Written after every benchmark, so an interrupted run keeps what it measured."""
+        result = {
+            "mode": mode_name,
+            "complete": complete,
+            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "total_s": round(time.monotonic() - started, 1),
+            "seconds_per_benchmark": timings,
+            "machine": info,
+            "loadavg_at_end": os.getloadavg(),
+            "figures": [f.as_dict() for f in figures],
+            "errors": errors,
+        }
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so clusters and nodes are torn down.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for name in chosen:
+            console.print(f"[bold]running[/] {name} ...")
+            t0 = time.monotonic()
+            try:
+                figures.extend(runs[name]())
+            except Exception as exc:  # one failing benchmark must not lose the others' figures
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                console.print(f"[red]{name} failed[/]: {exc}")
+                traceback.print_exc()
+            timings[name] = round(time.monotonic() - t0, 1)
+            save(complete=False)
+    except KeyboardInterrupt:
+        errors["interrupted"] = "the run was stopped; figures so far are kept"
+        save(complete=False)
+        console.print(f"[red]interrupted[/]; partial results in {out}")
+        return 130
+    save(complete=True)
+    Console().print(table(figures))
+    console.print(f"wrote {out} ({time.monotonic() - started:.0f} s)")
     return 1 if errors else 0
 
 

@@ -64,7 +64,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(100_000, 30_000, 30_000, (100_000,), 20, 20_000, 30_000, 600.0)
+        return cls(100_000, 20_000, 20_000, (100_000,), 20, 10_000, 20_000, 600.0)
 
     @classmethod
     def full(cls) -> Sizes:
@@ -95,6 +95,9 @@ def pg_database(admin_url: str) -> Iterator[str]:
 # -- hops ------------------------------------------------------------------------------------------
 
 
+_SQLITE_HOPS: dict[tuple[int, tuple[str, ...]], tuple[Any, ...]] = {}
+
+
 def _hop(
     n: int,
     databases: dict[str, str],
@@ -103,11 +106,17 @@ def _hop(
     timeout_s: float,
     work: Path,
 ) -> tuple[hops.Tree, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    memo = (n, tuple(levels)) if not databases else None
+    if memo is not None and memo in _SQLITE_HOPS:  # the same SQLite run was made already
+        tree, prep, ceil, run = _SQLITE_HOPS[memo]
+        return tree, prep, ceil, run
     tree = hops.lay_out_tree(work, databases)
     prep = asyncio.run(hops.prepare_tree(tree, n))
     ceil = hops.ceiling(hops.city_rows(tree), tree.urls[target], work)
     run = hops.timed_hops(tree, levels, target, prep["epoch"], prep["last_seq"], timeout_s)
     hops.check_content(tree, target, n)
+    if memo is not None:
+        _SQLITE_HOPS[memo] = (tree, prep, ceil, run)
     return tree, prep, ceil, run
 
 

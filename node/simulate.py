@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import resource
+import shutil
+import socket
+import sqlite3
 import tempfile
 import threading
 import time
@@ -34,7 +38,8 @@ from hierarchy_config.model import Level
 from hierarchy_config.network_init import NetworkLayout, init_network
 from node.app import Node
 from node.datagen import generate_records
-from node.demo import free_port_range, roll_out_standards
+from node.db import sqlite_path
+from node.demo import roll_out_standards
 from node.records import validate_record
 
 MAINLAND = 31
@@ -116,15 +121,98 @@ async def _gather_bounded(coros: Sequence[Any], group: int = START_GROUP) -> lis
     return out
 
 
-async def start_national(layout: NetworkLayout) -> dict[str, Node]:
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+class PortHold:
+    """Keeps `count` consecutive loopback ports bound (not listening) from layout until each
+    node starts, so nothing else on a busy machine takes one meanwhile. The range lies below
+    the kernel's ephemeral ports, which outgoing connections use."""
+
+    def __init__(self, count: int, attempts: int = 50) -> None:
+        top = max(ephemeral_low(), 20_000 + count + 1)
+        rng = random.Random()
+        for _ in range(attempts):
+            base = rng.randrange(20_000, top - count)
+            held: dict[int, socket.socket] = {}
+            try:
+                for port in range(base, base + count):
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    held[port] = sock
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                for sock in held.values():
+                    sock.close()
+                continue
+            self.base, self.held = base, held
+            return
+        raise SimulationError(f"no {count} consecutive free loopback ports found")
+
+    def release(self, port: int) -> None:
+        sock = self.held.pop(port, None)
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        for port in list(self.held):
+            self.release(port)
+
+
+async def start_national(layout: NetworkLayout, ports: PortHold | None = None) -> dict[str, Node]:
     nodes: dict[str, Node] = {}
     for entry in layout.nodes:
         nodes[entry.id] = Node.open(load_config(entry.config_path))
-    for node in nodes.values():  # one at a time: Alembic's configuration is shared
-        await node.init_database()
+    await _init_databases(list(nodes.values()))
+
+    async def start(node: Node) -> None:
+        if ports is not None:
+            ports.release(node.config.node.port)
+        await node.start()
+
     for level in (Level.MINISTRY, Level.PROVINCE, Level.CITY):
-        await _gather_bounded([nodes[e.id].start() for e in layout.nodes if e.level is level])
+        await _gather_bounded([start(nodes[e.id]) for e in layout.nodes if e.level is level])
     return nodes
+
+
+async def _init_databases(nodes: list[Node]) -> None:
+    """Migrate one SQLite database and copy its file to the others (an empty, migrated
+    schema), then give each its own identity and epoch. Running every node's migrations would
+    take minutes at national scale; Alembic also cannot run concurrently in one process."""
+    template: Path | None = None
+    for node in nodes:
+        path = sqlite_path(node.config.node.database)
+        if path is not None and template is not None and not path.exists():
+            shutil.copyfile(template, path)
+        await node.init_database()  # a no-op migration on a copy; creates the epoch row
+        if path is not None and template is None:
+            template = path.with_name("template.db")
+            await asyncio.to_thread(_snapshot_schema, path, template)
+
+
+def _snapshot_schema(src: Path, dst: Path) -> None:
+    """A copy of a freshly migrated database without its identity row."""
+    conn = sqlite3.connect(src)
+    try:
+        conn.execute(f"VACUUM INTO '{dst}'")
+    finally:
+        conn.close()
+    copy = sqlite3.connect(dst)
+    try:
+        copy.execute("DELETE FROM node_meta")
+        for (table,) in copy.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN "
+            "('alembic_version', 'sqlite_sequence', 'node_meta')"
+        ).fetchall():
+            copy.execute(f'DELETE FROM "{table}"')
+        copy.commit()
+    finally:
+        copy.close()
 
 
 async def stop_national(nodes: dict[str, Node]) -> None:
@@ -158,14 +246,13 @@ async def run_simulation(opts: SimOptions, progress: Any = None) -> dict[str, An
     count = 1 + len(tree) + opts.cities
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
-    layout = init_network(
-        root, base_port=free_port_range(count), tree=tree, standards=opts.standards
-    )
+    ports = PortHold(count)
     nodes: dict[str, Node] = {}
     try:
+        layout = init_network(root, base_port=ports.base, tree=tree, standards=opts.standards)
         say(f"{count} nodes laid out in {time.monotonic() - t0:.1f}s; starting them ...")
         t1 = time.monotonic()
-        nodes = await start_national(layout)
+        nodes = await start_national(layout, ports)
         if opts.standards:
             await roll_out_standards(layout, nodes)
         started = time.monotonic()
@@ -236,6 +323,7 @@ async def run_simulation(opts: SimOptions, progress: Any = None) -> dict[str, An
             "cpus": os.cpu_count(),
         }
     finally:
+        ports.close()
         await stop_national(nodes)
         if tmp is not None:
             tmp.cleanup()

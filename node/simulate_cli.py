@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -92,9 +93,9 @@ def simulate(
         standards=not no_standards,
     )
     try:
-        report = asyncio.run(
-            run_simulation(opts, progress=None if as_json else lambda m: console.print(m))
-        )
+        # Hundreds of nodes' schedulers in one process: their "job skipped" notes are noise.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        report = asyncio.run(run_simulation(opts, progress=lambda m: console.print(m)))
     except (SimulationError, NetworkInitError) as exc:
         raise CliFailure(str(exc)) from None
     if as_json:

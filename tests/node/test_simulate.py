@@ -67,7 +67,7 @@ def test_simulate_command_prints_json(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["converged"] and report["cities"] == 3 and report["records_total"] == 60
 
 
