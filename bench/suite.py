@@ -120,7 +120,7 @@ def _hop(
     return tree, prep, ceil, run
 
 
-def one_hop(n: int, timeout_s: float, pg_admin_url: str | None) -> list[Figure]:
+def one_hop(n: int, n_pg: int, timeout_s: float, pg_admin_url: str | None) -> list[Figure]:
     """City → province, SQLite and (when a server is given) PostgreSQL at the province."""
     out = []
     with workdir() as work:

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from node.records import validate_record
 MAINLAND = 31
 INGEST_CHUNK = 1000
 START_GROUP = 32  # nodes opened/started concurrently
+DEFAULT_EXECUTOR_THREADS = 64
 POLL_S = 0.25
 
 
@@ -247,12 +249,17 @@ async def run_simulation(opts: SimOptions, progress: Any = None) -> dict[str, An
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
     ports = PortHold(count)
+    # Blocking work (TUF refreshes, migrations) goes to the loop's default executor, sized for
+    # one node per process (cores + 4 threads); hundreds of nodes queue behind each other there.
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=DEFAULT_EXECUTOR_THREADS))
     nodes: dict[str, Node] = {}
     try:
         layout = init_network(root, base_port=ports.base, tree=tree, standards=opts.standards)
         say(f"{count} nodes laid out in {time.monotonic() - t0:.1f}s; starting them ...")
         t1 = time.monotonic()
         nodes = await start_national(layout, ports)
+        say(f"nodes started in {time.monotonic() - t1:.1f}s; rolling out standards ...")
         if opts.standards:
             await roll_out_standards(layout, nodes)
         started = time.monotonic()
