@@ -56,6 +56,7 @@ from node.records import validate_record
 
 INGEST_CHUNK = 1000
 POLL_INTERVAL_S = 0.05
+LOG_LEVEL = os.environ.get("LSNET_BENCH_LOG_LEVEL", "warning")
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 CEILING_REPEATS = 3
@@ -223,7 +224,7 @@ def _lsnet() -> str:
 def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as fh:
         return subprocess.Popen(
-            [_lsnet(), "node", "run", "--config", str(config), "--log-level", "warning"],
+            [_lsnet(), "node", "run", "--config", str(config), "--log-level", LOG_LEVEL],
             stdin=subprocess.DEVNULL,
             stdout=fh,
             stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,8 +165,16 @@ def _choose(
     )
 
 
+Tree = Sequence[tuple["regions.Region", Sequence["regions.Region"]]]
+
+
 def _plan(
-    root: Path, provinces: int, cities_per_province: int, base_port: int, host: str
+    root: Path,
+    provinces: int,
+    cities_per_province: int,
+    base_port: int,
+    host: str,
+    tree: Tree | None = None,
 ) -> list[_Plan]:
     if provinces < 1 or cities_per_province < 1:
         raise NetworkInitError(
@@ -175,13 +183,17 @@ def _plan(
         )
     if not host or any(ch.isspace() for ch in host) or "/" in host:
         raise NetworkInitError(f"host {host!r} must be a host name or IP address")
-    total = 1 + provinces * (1 + cities_per_province)
+    if tree is not None:  # an explicit (uneven) tree, e.g. `lsnet simulate`'s national one
+        provinces = len(tree)
+        total = 1 + provinces + sum(len(cities) for _, cities in tree)
+    else:
+        total = 1 + provinces * (1 + cities_per_province)
     if base_port < 1 or base_port + total - 1 > MAX_PORT:
         raise NetworkInitError(
             f"{total} nodes need ports {base_port}..{base_port + total - 1}, "
             f"which must lie within 1..{MAX_PORT}; choose a lower base_port"
         )
-    chosen = _choose(provinces, cities_per_province)
+    chosen = list(tree) if tree is not None else _choose(provinces, cities_per_province)
     ports: Iterator[int] = iter(range(base_port, base_port + total))
 
     def plan(node_id: str, name: str, level: Level, parent: str | None) -> _Plan:
@@ -255,16 +267,18 @@ def init_network(
     host: str = "127.0.0.1",
     standards: bool = True,
     now: datetime | None = None,
+    tree: Tree | None = None,
 ) -> NetworkLayout:
     """Write a ministry → provinces → cities network under `out` (which must be absent or empty).
 
     With `standards`, also a standards admin folder (`standards-admin/`: 2-of-3 administrator
     keys, a TUF repository holding release 1 built from the default pack, `root.json`), the
-    ministry serving that repository and every node pinning the root."""
+    ministry serving that repository and every node pinning the root. `tree` (provinces with
+    their cities) replaces `provinces` × `cities_per_province` with an explicit, uneven tree."""
     root = Path(out).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise NetworkInitError(f"{root}: exists and is not an empty folder; choose a new path")
-    plans = _plan(root, provinces, cities_per_province, base_port, host)
+    plans = _plan(root, provinces, cities_per_province, base_port, host, tree)
     by_id = {p.entry.id: p for p in plans}
     by_parent: dict[str | None, list[_Plan]] = {}
     for p in plans:

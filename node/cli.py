@@ -650,7 +650,13 @@ def demo(
 
 
 # Command groups that live in their own modules register themselves on `main`.
-from node import audit_cli, keys_cli, standards_cli, tokens_cli  # noqa: E402, F401
+from node import (  # noqa: E402, F401
+    audit_cli,
+    keys_cli,
+    simulate_cli,
+    standards_cli,
+    tokens_cli,
+)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -294,7 +294,21 @@ def _text(value: object) -> str:
     return text
 
 
+@cache
+def _canonical_dec(precision: int, scale: int) -> re.Pattern[str]:
+    """Text already in normal form: no sign, no leading zero, exactly `scale` decimals."""
+    digits = precision - scale  # allowed before the decimal point; "0" alone when none
+    whole = f"(?:0|[1-9]\\d{{0,{digits - 1}}})" if digits > 0 else "0"
+    return re.compile(whole + (f"\\.\\d{{{scale}}}" if scale else ""))
+
+
 def _norm_dec(value: object, precision: int, scale: int) -> str:
+    if type(value) is str and _canonical_dec(precision, scale).fullmatch(value):
+        return value  # the common case at a receiver: already normalised
+    return _norm_dec_full(value, precision, scale)
+
+
+def _norm_dec_full(value: object, precision: int, scale: int) -> str:
     if isinstance(value, bool):
         raise _Reject("must be a number, not true/false")
     if isinstance(value, float | Decimal):
@@ -348,6 +362,18 @@ def _check_year(year: int) -> None:
 
 
 def _norm_date(value: object) -> str:
+    if type(value) is str and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        try:  # the common case at a receiver: already YYYY-MM-DD
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            day = None
+        if day is not None:
+            _check_year(day.year)
+            return value
+    return _norm_date_full(value)
+
+
+def _norm_date_full(value: object) -> str:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         _check_year(value.year)
         return value.isoformat()
@@ -584,8 +610,33 @@ _RESERVED = frozenset({"type", "deleted"})
 # --- validation -----------------------------------------------------------------------------------
 
 
+# Normalised text values already accepted, per field spec (keyed by id(spec); the spec itself is
+# kept in the entry so its id is never reused). A value's verdict depends only on its spec and
+# the value, so a value seen before is accepted without re-running its normaliser: receivers
+# re-validate records whose code fields, dates and ids repeat across a whole batch. Bounded per
+# spec; once full it stops learning (high-cardinality fields then simply miss).
+_ACCEPTED: dict[int, tuple[FieldSpec, dict[str, str]]] = {}
+_ACCEPTED_PER_SPEC = 4096
+
+
 def _normalise(spec: FieldSpec, raw: object) -> str | None:
     """The normalised value, or None when the field is absent (missing, null or blank)."""
+    entry = _ACCEPTED.get(id(spec))
+    if entry is None:
+        entry = _ACCEPTED.setdefault(id(spec), (spec, {}))
+    seen = entry[1]
+    if type(raw) is str:
+        hit = seen.get(raw)
+        if hit is not None:
+            return hit
+        value = _normalise_uncached(spec, raw)
+        if value is not None and len(seen) < _ACCEPTED_PER_SPEC:
+            seen[raw] = value
+        return value
+    return _normalise_uncached(spec, raw)
+
+
+def _normalise_uncached(spec: FieldSpec, raw: object) -> str | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     try:

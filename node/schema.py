@@ -92,6 +92,14 @@ Index(
     "ux_batches_origin_range", batches.c.origin, batches.c.epoch, batches.c.first_seq, unique=True
 )
 Index("ix_batches_pending", batches.c.acked, batches.c.id)
+Index(  # migration 0010: the rare quarantined batches, for status and next_transfer_txn
+    "ix_batches_quarantined",
+    batches.c.origin,
+    batches.c.epoch,
+    batches.c.first_seq,
+    postgresql_where=batches.c.quarantined,
+    sqlite_where=batches.c.quarantined,
+)
 
 # What this node has applied from each origin: highest contiguous seq and the chain head there.
 watermarks = Table(

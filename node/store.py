@@ -19,6 +19,7 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from node.db import Database
+from node.pg_bulk import COPY_THRESHOLD, copy_upsert
 from node.records import ValidRecord
 
 if TYPE_CHECKING:
@@ -107,6 +108,9 @@ def upsert_record_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None
     if conn.dialect.name == "sqlite":
         sql, order = _sqlite_upsert()
         conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])
+        return
+    if len(rows) >= COPY_THRESHOLD:
+        copy_upsert(conn, rows)  # PostgreSQL fast path: COPY into staging, one merge
         return
     conn.execute(_upsert_statement(postgresql.insert), list(rows))
 

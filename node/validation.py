@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,17 +83,23 @@ def followed_provinces(config: NodeConfig) -> tuple[str, ...]:
     return (own,) if own else ()
 
 
+@lru_cache(maxsize=4)
+def _effective(release: bytes, extension: bytes | None) -> ReleaseValidator:
+    """Parsed once per process for the same verified bytes: releases and extensions are
+    immutable, and decoding one costs about a second and tens of MiB. Many nodes in one process
+    (`lsnet demo`, `lsnet simulate`, tests) share the result instead of each holding a copy."""
+    parsed = Release.from_bytes(release)
+    extensions = () if extension is None else (Extension.from_bytes(extension),)
+    return ReleaseValidator(EffectiveStandards(parsed, extensions))
+
+
 class Validators:
     """The release in force with, per province, that province's extension merged in."""
 
     def __init__(self, config: NodeConfig, release: bytes, extensions: Mapping[str, bytes]) -> None:
         self.config = config
-        parsed = Release.from_bytes(release)
-        self.plain = ReleaseValidator(EffectiveStandards(parsed, ()))
-        self.by_province = {
-            p: ReleaseValidator(EffectiveStandards(parsed, (Extension.from_bytes(data),)))
-            for p, data in extensions.items()
-        }
+        self.plain = _effective(release, None)
+        self.by_province = {p: _effective(release, data) for p, data in extensions.items()}
 
     def own(self) -> ReleaseValidator:
         """For records written at this node."""
