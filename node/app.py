@@ -27,6 +27,7 @@ from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.security_events import SecurityEvents
+from node.stats.service import StatsService
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore, StatusView
 from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
@@ -70,6 +71,7 @@ class Node:
     standards_version: str = BUILTIN_STANDARDS
     validator: RecordValidator = field(default_factory=BuiltinValidator)
     validators: Validators | None = None
+    stats: StatsService | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -221,6 +223,7 @@ class Node:
                 ssl_context=client_tls,
             )
             node.standards.events = node.security
+        node.stats = StatsService(node)
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )

@@ -22,6 +22,7 @@ from hierarchy_config.standards import Issue
 from network_mgmt import security_feed as sec_feed
 from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
 from node.records import RecordInvalid, ValidRecord
+from node.stats.http import add_stats_routes
 from security.audit import AuditKind
 from security.tokens import Scope, TokenCheck, Verdict, authenticate
 from sync.wire import CONTENT_TYPE
@@ -325,4 +326,5 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/standards/rollout", get_standards_rollout)
     app.router.add_post(sec_feed.REPORT_PATH, post_security_report)
     app.router.add_get(sec_feed.EVENTS_PATH, get_security_events)
+    add_stats_routes(app, node)
     return app
