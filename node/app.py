@@ -27,6 +27,7 @@ from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.security_events import SecurityEvents
+from node.stats.replication import local_record_types
 from node.stats.service import StatsService
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore, StatusView
 from node.tls import client_context, server_context
@@ -355,7 +356,11 @@ class Node:
     ) -> IngestResult:
         """Write local records (one transaction) with their validation warnings; push soon."""
         result = await self.store.ingest(
-            recs, self.clock.time_ms(), self.standards_version, warnings
+            recs,
+            self.clock.time_ms(),
+            self.standards_version,
+            warnings,
+            local_record_types(self.validator),  # replication mode `local`: kept here
         )
         if result.changed and self.upstream is not None:
             self.upstream.poke()

@@ -210,3 +210,18 @@ security_feed = Table(
 Index("ux_security_feed_origin_seq", security_feed.c.origin, security_feed.c.seq, unique=True)
 Index("ix_security_feed_pending", security_feed.c.forwarded_ms, security_feed.c.id)
 Index("ix_security_feed_time", security_feed.c.time_ms)
+
+# Changes of record types kept `local` (not replicated upward; resource-library mode 3): they
+# never take a `changelog` seq, so upward batches and watermarks stay contiguous (migration 0009).
+local_changes = Table(
+    "local_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("record_type", String(64), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("standards", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)

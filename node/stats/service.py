@@ -22,7 +22,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from hierarchy_config.model import ChildConfig
-from hierarchy_config.standards import default_release
 from hierarchy_config.standards.indicators import Indicator
 from hierarchy_config.standards.model import Release
 from node.stats.cells import Partial, combine, decimal_value, suppress_small, withhold_small
@@ -41,6 +40,7 @@ from node.stats.federated import (
     make_query,
 )
 from node.stats.metrics import StatsMetrics
+from node.stats.replication import policy_release
 from node.stats.request import StatsError, StatsRequest
 from security.audit import AuditKind
 from sync.errors import PeerUnavailable
@@ -64,8 +64,7 @@ class StatsService:
 
     # -- indicators --------------------------------------------------------------------------
     def release(self) -> Release:
-        validators = self.node.validators
-        return validators.plain.standards.release if validators is not None else default_release()
+        return policy_release(self.node.validator)
 
     def indicator(self, name: str) -> Indicator:
         found = self.release().indicators.get(name)
