@@ -147,8 +147,12 @@ def withhold_small(part: Partial, min_cell: int) -> Partial:
 
 
 def suppress_small(cells: Mapping[Key, Cell], min_cell: int) -> dict[Key, Cell]:
-    """Mark the cells of a final answer that are below the minimum cell size."""
-    return {k: replace(c, suppressed=0 < c.n < min_cell) for k, c in cells.items()}
+    """Mark the cells of a final answer that are below the minimum cell size, or made only of
+    parts withheld below it."""
+    return {
+        k: replace(c, suppressed=0 < c.n < min_cell or (c.n == 0 and c.withheld > 0))
+        for k, c in cells.items()
+    }
 
 
 def decimal_value(value: int, scale: int) -> Decimal:
