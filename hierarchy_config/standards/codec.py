@@ -16,6 +16,7 @@ This module does not verify signatures or expiry against a clock (that is the tr
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
@@ -381,7 +382,7 @@ def decode_release(data: bytes, max_bytes: int = MAX_RELEASE_BYTES) -> Release:
         for key, value in obj(doc["schemas"], "schemas").items()
     }
     indicators = {
-        key: guarded(lambda k=key, v=value: indicator_from_json(k, v, f"indicators.{k}"))
+        key: guarded(functools.partial(indicator_from_json, key, value, f"indicators.{key}"))
         for key, value in obj(doc.get("indicators", {}), "indicators").items()
     }
     replication = obj(doc.get("replication", {}), "replication")
@@ -393,7 +394,7 @@ def decode_release(data: bytes, max_bytes: int = MAX_RELEASE_BYTES) -> Release:
         else guarded(lambda: policy_from_json(default, "replication.default"))
     )
     policies = {
-        key: guarded(lambda k=key, v=value: policy_from_json(v, f"replication.types.{k}"))
+        key: guarded(functools.partial(policy_from_json, value, f"replication.types.{key}"))
         for key, value in obj(replication.get("types", {}), "replication.types").items()
     }
     return guarded(

@@ -368,9 +368,9 @@ class Release:
         check_indicators(self.indicators, self.schemas, self.tables, self.policies)
         object.__setattr__(self, "tables", MappingProxyType(dict(sorted(self.tables.items()))))
         object.__setattr__(self, "schemas", MappingProxyType(dict(sorted(self.schemas.items()))))
-        for name in ("indicators", "policies"):
-            value = getattr(self, name)
-            object.__setattr__(self, name, MappingProxyType(dict(sorted(value.items()))))
+        for part in ("indicators", "policies"):
+            items: Mapping[str, object] = getattr(self, part)
+            object.__setattr__(self, part, MappingProxyType(dict(sorted(items.items()))))
 
     @property
     def id(self) -> str:

@@ -44,8 +44,8 @@ def _union_estimate(sketches: Iterable[bytes]) -> tuple[int, bytes]:
     for data in sketches:
         union.update(datasketches.hll_sketch.deserialize(data))
     result = union.get_result()
-    data: bytes = result.serialize_compact()
-    return round(result.get_estimate()), data
+    merged: bytes = result.serialize_compact()
+    return round(result.get_estimate()), merged
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,9 +52,12 @@ Expr = ColumnElement[Any]
 
 def field_text(dialect: str, name: str) -> Expr:
     """The text of payload field `name` (NULL when absent) in the given SQL dialect."""
+    expr: Expr
     if dialect == "postgresql":
-        return cast(records.c.payload, JSON)[name].as_string()
-    return func.json_extract(records.c.payload, f'$."{name}"')
+        expr = cast(records.c.payload, JSON)[name].as_string()
+    else:
+        expr = func.json_extract(records.c.payload, f'$."{name}"')
+    return expr
 
 
 @dataclass(frozen=True)
