@@ -54,6 +54,7 @@ __all__ = ["DEFAULT_TIMEOUT_S", "StatsService"]
 log = logging.getLogger("lsnet.stats")
 DEFAULT_TIMEOUT_S = 10.0
 _MARGIN = 0.8  # a node waits for its children this share of its own remaining time
+MAX_WAIT_S = 120.0  # whatever deadline a query names, no node waits longer for a child
 
 
 class StatsService:
@@ -224,7 +225,7 @@ class StatsService:
 
         if child.url is None:
             return lost("no URL configured for this child")
-        remaining_s = (rq.deadline_ms - node.clock.time_ms()) / 1000 * _MARGIN
+        remaining_s = min(MAX_WAIT_S, (rq.deadline_ms - node.clock.time_ms()) / 1000 * _MARGIN)
         if remaining_s <= 0:
             return lost("timeout: no time left before the query's deadline")
         body = make_hop(

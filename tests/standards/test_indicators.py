@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hierarchy_config.standards import BuildError, Release, build_release
+from hierarchy_config.standards import BuildError, Release, build_release, diff
 from hierarchy_config.standards.model import StandardsFormatError
 
 CREATED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -132,3 +132,17 @@ def test_decoding_is_strict(release: Release) -> None:
     doc["indicators"]["insured_persons"]["record_type"] = "boat"
     with pytest.raises(StandardsFormatError, match="unknown type"):
         Release.from_bytes(json.dumps(doc).encode())
+
+
+def test_diff_reports_statistics_changes(mini_pack: Path) -> None:
+    before = build(mini_pack)
+    (mini_pack / "indicators").mkdir()
+    (mini_pack / "indicators" / "jobs.toml").write_text(GOOD, encoding="utf-8")
+    (mini_pack / "replication.toml").write_text(
+        '[types.paint_job]\nmode = "local"\nmin_cell = 3\n', encoding="utf-8"
+    )
+    after = build(mini_pack)
+    changes = diff(before, after)
+    assert changes.indicators_added == ("jobs",)
+    assert changes.replication_changed == (("paint_job", "replicate/1 -> local/3"),)
+    assert "replication changed" in changes.render()
