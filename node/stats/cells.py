@@ -136,10 +136,11 @@ def combine(parts: Iterable[Partial]) -> Partial:
 
 
 def withhold_small(part: Partial, min_cell: int) -> Partial:
-    """Blank the cells that could identify a person before they leave this node."""
+    """Blank the cells that could identify a person before they leave this node (a small
+    distinct-count sketch lists hashed identifiers, so it is dropped with its cell)."""
     out = {}
     for key, cell in part.cells.items():
-        if 0 < cell.n < min_cell:
+        if 0 < cell.n < min_cell or 0 < cell.distinct < min_cell:
             out[key] = Cell(0, 0, 0, None, cell.estimated, cell.withheld + 1)
         else:
             out[key] = cell
