@@ -10,6 +10,9 @@ the resource database, locally or federated down the tree.
 * `compute` — runs the query on the node's database (`compute_part`, `run_local`).
 * `federated` — the signed query that travels down the tree and the answers that come back.
 * `service` — the node-facing use cases (`StatsService`): local and federated runs.
+* `replication` — which release decides indicators and replication modes here (`local` types
+  are kept out of the upward change log by `node.store`).
+* `metrics` — `lsnet_stats_*` Prometheus metrics.
 * `http` / `cli` — `GET /v1/stats/...`, `POST /v1/stats/query`, `lsnet stats ...`.
 
 Not here: replication itself (the `local` mode is enforced when records are written,

@@ -168,13 +168,17 @@ class StatsService:
         if field is not None and schema.by_name[field].type == "period" and request.grain != "year":
             raise StatsError("bad_request", f"{comp.name} is reported per year; ask for years")
 
-    async def _own_part(self, comp: Indicator, request: StatsRequest) -> Partial:
+    async def _own_part(self, comp: Indicator, request: StatsRequest, leaves: bool) -> Partial:
+        """This node's own records; blanked below the minimum cell size if they will leave the
+        node and the type is `local` (the querying node keeps its own cells whole)."""
         assert comp.measure is not None
         sketch = comp.measure.kind in ("distinct", "duplicates")
         me = self.node.config.node_id
         part = await self.node.db.read(compute_part_txn, self.release(), comp, request, me, sketch)
         policy = self.release().policy(comp.record_type or "")
-        return withhold_small(part, policy.min_cell) if policy.mode == "local" else part
+        if leaves and policy.mode == "local":
+            return withhold_small(part, policy.min_cell)
+        return part
 
     async def _federated(self, comp: Indicator, request: StatsRequest, timeout_s: float) -> Answer:
         """Issue a query as its origin: own part plus the children's, combined."""
@@ -196,7 +200,7 @@ class StatsService:
 
     async def _subtree_answer(self, comp: Indicator, rq: ReceivedQuery) -> Answer:
         me = self.node.config.node_id
-        own = await self._own_part(comp, rq.request)
+        own = await self._own_part(comp, rq.request, leaves=bool(rq.path))
         asks = [self._ask(child, rq) for child in self.node.config.children]
         results = await asyncio.gather(*asks)
         parts = [own]
