@@ -279,6 +279,7 @@ class Node:
             )
             await site.start()
         if self.upstream is not None:
+            await self.promote_kept()  # the release may have changed while the node was down
             await self.upstream.start()
             upstream = self.upstream
 
@@ -350,6 +351,18 @@ class Node:
             return
         self.standards_version = self.validator.standards_id
         self._note_release()
+        if self.started_monotonic:  # a type that was `local` may replicate now
+            self._background.append(asyncio.create_task(self.promote_kept()))
+
+    async def promote_kept(self) -> None:
+        """Send up the records kept here whose type the release in force now replicates."""
+        promoted = await self.store.promote_kept(
+            local_record_types(self.validator), self.clock.time_ms()
+        )
+        if promoted:
+            log.info("%d kept records now replicate (replication mode changed)", promoted)
+            if self.upstream is not None:
+                self.upstream.poke()
 
     async def ingest(
         self, recs: list[ValidRecord], warnings: list[tuple[Issue, ...]] | None = None

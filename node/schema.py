@@ -50,6 +50,13 @@ records = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 Index("ix_records_owner", records.c.owner, records.c.record_type)
+# Records kept `local` (seq 0): found quickly when a release makes their type replicate (0009).
+Index(
+    "ix_records_kept",
+    records.c.owner,
+    sqlite_where=records.c.seq == 0,
+    postgresql_where=records.c.seq == 0,
+)
 
 # This node's own changes, densely numbered.
 changelog = Table(

@@ -128,6 +128,9 @@ async def test_replicated_and_federated_agree(
         assert await ministry.store.status() is not None
         counts = (await ministry.store.status()).records_by_origin
         assert counts[a] == 500 and counts[b] == 500 + PLANTED  # no settlement replicated
+        held = await net.digests(net.ministry_id)
+        for city in (a, b):  # the replicated content is identical; local records are not in it
+            assert held[city] == (await net.digests(city))[city]
 
         for node_id, node in net.nodes.items():
             kinds = [e.kind for e in await node.security.audit.entries()]  # type: ignore[union-attr]

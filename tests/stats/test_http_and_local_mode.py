@@ -3,6 +3,7 @@ the write path (no upward seq, no change-log entry, records still counted locall
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,15 @@ async def test_local_types_take_no_upward_seq(city: tuple[TestNet, Node]) -> Non
     assert again.changed == 1 and again.last_seq == 3
     assert await node.db.read(counts) == (3, 3, [0, 0])
     assert (await node.store.status()).backlog_changes == 3
+
+    # a later release replicates the type: the kept records take upward seqs and are sent
+    replicating = dataclasses.replace(
+        default_release(), version=2, policies={}, default_policy=None
+    )
+    node.validators = Validators(node.config, replicating.to_bytes(), {})
+    node.validator = node.validators.own()
+    await node.promote_kept()
+    assert (await node.store.meta()).last_seq == 5
+    logged, kept, seqs = await node.db.read(counts)
+    assert (logged, kept) == (5, 3) and sorted(seqs) == [4, 5]
+    assert await node.store.promote_kept(frozenset(), node.clock.time_ms()) == 0  # once only

@@ -3,7 +3,9 @@
 Records of a type whose replication mode is `local` in the standards release stay at the node
 that wrote them: their changes are logged here, with their own dense id, and never get a
 sequence number of the upward change log (`changelog`), so batches, watermarks and the hash
-chain towards the parent are exactly those of the replicated types.
+chain towards the parent are exactly those of the replicated types. The partial index
+`ix_records_kept` finds a node's kept records (seq 0) when a later release makes their type
+replicate, so they can be sent up then.
 
 Revision ID: 0009
 Revises: 0005
@@ -33,6 +35,15 @@ def upgrade() -> None:
         sa.Column("created_ms", sa.BigInteger, nullable=False),
     )
 
+    op.create_index(
+        "ix_records_kept",
+        "records",
+        ["owner"],
+        sqlite_where=sa.text("seq = 0"),
+        postgresql_where=sa.text("seq = 0"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_records_kept", table_name="records")
     op.drop_table("local_changes")
