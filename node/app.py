@@ -27,7 +27,7 @@ from node.db import Database
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.security_events import SecurityEvents
-from node.stats.replication import local_record_types
+from node.stats.replication import local_record_types, promote_kept_txn
 from node.stats.service import StatsService
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore, StatusView
 from node.tls import client_context, server_context
@@ -356,8 +356,8 @@ class Node:
 
     async def promote_kept(self) -> None:
         """Send up the records kept here whose type the release in force now replicates."""
-        promoted = await self.store.promote_kept(
-            local_record_types(self.validator), self.clock.time_ms()
+        promoted = await self.db.write(
+            promote_kept_txn, local_record_types(self.validator), self.clock.time_ms()
         )
         if promoted:
             log.info("%d kept records now replicate (replication mode changed)", promoted)

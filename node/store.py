@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, literal_column, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from node.db import Database
@@ -339,52 +339,6 @@ def _write_kept_txn(
     )
 
 
-def promote_kept_txn(conn: Connection, local_types: frozenset[str], now_ms: int) -> int:
-    """Records this node kept (`local`, seq 0) whose type now replicates: give each current
-    version the next upward seq and a change-log entry, so it flows up like any change. Returns
-    how many were promoted. Nothing happens for types that are still `local`."""
-    meta = read_meta_txn(conn)
-    query = (
-        select(records)
-        .where(records.c.owner == meta.node_id, records.c.seq == literal_column("0"))
-        .order_by(records.c.record_type, records.c.key)
-    )
-    rows = [r for r in conn.execute(query).mappings() if r["record_type"] not in local_types]
-    if not rows:
-        return 0
-    first = meta.last_seq + 1
-    conn.execute(
-        update(node_meta).where(node_meta.c.id == 1).values(last_seq=meta.last_seq + len(rows))
-    )
-    conn.execute(
-        changelog.insert(),
-        [
-            {
-                "seq": first + n,
-                "record_type": r["record_type"],
-                "key": r["key"],
-                "version": r["version"],
-                "deleted": r["deleted"],
-                "payload": r["payload"],
-                "standards": r["standards"],
-                "created_ms": now_ms,
-            }
-            for n, r in enumerate(rows)
-        ],
-    )
-    for n, r in enumerate(rows):
-        conn.execute(
-            update(records)
-            .where(
-                records.c.record_type == r["record_type"],
-                records.c.owner == r["owner"],
-                records.c.key == r["key"],
-            )
-            .values(seq=first + n, epoch=meta.epoch)
-        )
-    return len(rows)
-
-
 class NodeStore:
     """The node's own use cases, each one transaction."""
 
@@ -406,9 +360,6 @@ class NodeStore:
         local_types: frozenset[str] = frozenset(),
     ) -> IngestResult:
         return await self.db.write(ingest_txn, recs, now_ms, standards, warnings, local_types)
-
-    async def promote_kept(self, local_types: frozenset[str], now_ms: int) -> int:
-        return await self.db.write(promote_kept_txn, local_types, now_ms)
 
     async def warnings(self, limit: int) -> list[dict[str, Any]]:
         return await self.db.read(warnings_txn, limit)

@@ -16,6 +16,7 @@ from hierarchy_config.standards import default_release
 from node.app import Node
 from node.datagen import generate_records
 from node.schema import changelog, local_changes, records
+from node.stats.replication import promote_kept_txn
 from node.validation import ReleaseValidator, Validators
 from security.tokens import create_token
 from tests.support.network import TestNet, make_network
@@ -130,4 +131,4 @@ async def test_local_types_take_no_upward_seq(city: tuple[TestNet, Node]) -> Non
     assert (await node.store.meta()).last_seq == 5
     logged, kept, seqs = await node.db.read(counts)
     assert (logged, kept) == (5, 3) and sorted(seqs) == [4, 5]
-    assert await node.store.promote_kept(frozenset(), node.clock.time_ms()) == 0  # once only
+    assert await node.db.write(promote_kept_txn, frozenset(), node.clock.time_ms()) == 0
