@@ -136,9 +136,17 @@ class ChildConfig(_Frozen):
     public_key: str
     name: str = ""
     children: tuple[ChildConfig, ...] = ()
+    url: str | None = Field(
+        default=None, description="the child's base URL, for downward federated statistics queries"
+    )
 
     _id = field_validator("id")(_check_node_id)
     _pk = field_validator("public_key")(_check_public_key)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
 
     @property
     def verify_key(self) -> VerifyKey:

@@ -217,6 +217,7 @@ def _plan(
 
 def _child_doc(p: _Plan, by_parent: dict[str | None, list[_Plan]]) -> dict[str, Any]:
     doc: dict[str, Any] = {"id": p.entry.id, "name": p.entry.name, "public_key": p.key.public}
+    doc["url"] = p.entry.url  # downward federated statistics queries (node.stats.federated)
     below = [_child_doc(c, by_parent) for c in by_parent.get(p.entry.id, [])]
     if below:
         doc["children"] = below

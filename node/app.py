@@ -29,6 +29,8 @@ from node.peer_auth import PeerAuth, PeerGate
 from node.records import ValidRecord
 from node.scheduling import Jobs
 from node.security_events import SecurityEvents
+from node.stats.replication import local_record_types, promote_kept_txn
+from node.stats.service import StatsService
 from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore, StatusView
 from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
@@ -78,6 +80,7 @@ class Node:
     peer_gate: PeerGate = field(default_factory=lambda: PeerGate(600.0))
     peer_auth: PeerAuth | None = None
     key_sync: KeySync | None = None
+    stats: StatsService | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -186,6 +189,9 @@ class Node:
         if config.parent is not None:
             known[config.parent.id] = config.parent.verify_key
             peers_by_url[config.parent.url] = config.parent.id
+        for child in config.children:
+            if child.url:  # children a parent sends requests to (federated queries)
+                peers_by_url[child.url] = child.id
         keyring = KeyRing.from_keys(known)
         peer_auth = PeerAuth(
             config.node_id, Signer(config.node_id, key), keyring, clock, peers_by_url
@@ -267,6 +273,7 @@ class Node:
             )
             node.standards.events = node.security
             node.standards.client_middlewares = (peer_auth.middleware,)
+        node.stats = StatsService(node)
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )
@@ -323,6 +330,7 @@ class Node:
             )
             await site.start()
         if self.upstream is not None:
+            await self.promote_kept()  # the release may have changed while the node was down
             await self.upstream.start()
             upstream = self.upstream
 
@@ -396,13 +404,29 @@ class Node:
             return
         self.standards_version = self.validator.standards_id
         self._note_release()
+        if self.started_monotonic:  # a type that was `local` may replicate now
+            self._background.append(asyncio.create_task(self.promote_kept()))
+
+    async def promote_kept(self) -> None:
+        """Send up the records kept here whose type the release in force now replicates."""
+        promoted = await self.db.write(
+            promote_kept_txn, local_record_types(self.validator), self.clock.time_ms()
+        )
+        if promoted:
+            log.info("%d kept records now replicate (replication mode changed)", promoted)
+            if self.upstream is not None:
+                self.upstream.poke()
 
     async def ingest(
         self, recs: list[ValidRecord], warnings: list[tuple[Issue, ...]] | None = None
     ) -> IngestResult:
         """Write local records (one transaction) with their validation warnings; push soon."""
         result = await self.store.ingest(
-            recs, self.clock.time_ms(), self.standards_version, warnings
+            recs,
+            self.clock.time_ms(),
+            self.standards_version,
+            warnings,
+            local_record_types(self.validator),  # replication mode `local`: kept here
         )
         if result.changed and self.upstream is not None:
             self.upstream.poke()

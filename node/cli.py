@@ -657,6 +657,7 @@ from node import (  # noqa: E402, F401
     standards_cli,
     tokens_cli,
 )
+from node.stats import cli as stats_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,6 +25,7 @@ from node.key_sync import ANNOUNCE_PATH, REVOCATIONS_PATH, KeySyncError
 from node.key_sync import EVENTS_PATH as KEY_EVENTS_PATH
 from node.peer_auth import BODY_KEY, PEER_KEY, peer_auth_middleware
 from node.records import RecordInvalid, ValidRecord
+from node.stats.http import add_stats_routes
 from security.audit import AuditKind
 from security.tokens import Scope, TokenCheck, Verdict, authenticate
 from sync.wire import CONTENT_TYPE
@@ -385,4 +386,5 @@ def build_app(node: Node) -> web.Application:
     app.router.add_post(ANNOUNCE_PATH, post_key_announcement)
     app.router.add_post(REVOCATIONS_PATH, post_key_revocations)
     app.router.add_post(KEY_EVENTS_PATH, post_key_events)
+    add_stats_routes(app, node)
     return app

@@ -23,6 +23,7 @@ from node.clock import SystemClock
 from node.db import Database
 from node.ingest_files import RowError, count_rows, read_csv, read_jsonl
 from node.records import RecordInvalid, ValidRecord
+from node.stats.replication import local_record_types
 from node.store import IngestResult, ingest_txn, read_meta_txn
 from node.validation import RecordValidator, release_in_force
 
@@ -109,6 +110,7 @@ def import_file(
         db.read_sync(read_meta_txn)
         total = count_rows(path)
         validator = release_in_force(config)
+        local = local_record_types(validator)  # replication mode `local`: not sent upward
         report = ImportReport(standards=validator.standards_id)
         progress = Progress(
             TextColumn("[bold]importing"),
@@ -132,7 +134,7 @@ def import_file(
                 rows = _validated(path, fmt, record_type, check, validator)
                 with db.writer.begin() as conn:
                     for batch, warns in _chunks(rows, chunk):
-                        _add(report, ingest_txn(conn, batch, clock.time_ms(), std, warns))
+                        _add(report, ingest_txn(conn, batch, clock.time_ms(), std, warns, local))
                         report.accepted += len(batch)
                         progress.advance(task, 0.5 * len(batch))
                     if check.rejected:  # the file changed between the passes
@@ -143,7 +145,10 @@ def import_file(
                 std = validator.standards_id
                 rows = _validated(path, fmt, record_type, report, validator)
                 for batch, warns in _chunks(rows, chunk):
-                    _add(report, db.write_sync(ingest_txn, batch, clock.time_ms(), std, warns))
+                    _add(
+                        report,
+                        db.write_sync(ingest_txn, batch, clock.time_ms(), std, warns, local),
+                    )
                     report.accepted += len(batch)
                     progress.update(task, completed=report.accepted + report.rejected)
         return report

@@ -78,6 +78,7 @@ PEER_ROUTES: tuple[PeerRoute, ...] = (
     PeerRoute("POST", "/v1/keys/announce", Role.CHILD),
     PeerRoute("POST", "/v1/keys/revocations", Role.NEIGHBOUR),
     PeerRoute("POST", "/v1/keys/events", Role.CHILD),
+    PeerRoute("POST", "/v1/stats/query", Role.PARENT),  # federated queries travel down
 )
 
 PEER_KEY: web.RequestKey[str] = web.RequestKey("lsnet_peer", str)

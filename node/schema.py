@@ -50,6 +50,13 @@ records = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 Index("ix_records_owner", records.c.owner, records.c.record_type)
+# Records kept `local` (seq 0): found quickly when a release makes their type replicate (0009).
+Index(
+    "ix_records_kept",
+    records.c.owner,
+    sqlite_where=records.c.seq == 0,
+    postgresql_where=records.c.seq == 0,
+)
 
 # This node's own changes, densely numbered.
 changelog = Table(
@@ -238,4 +245,19 @@ Index(
     key_events.c.node_id,
     key_events.c.kid,
     unique=True,
+)
+
+# Changes of record types kept `local` (not replicated upward; resource-library mode 3): they
+# never take a `changelog` seq, so upward batches and watermarks stay contiguous (migration 0009).
+local_changes = Table(
+    "local_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("record_type", String(64), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("standards", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
 )

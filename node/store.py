@@ -24,7 +24,15 @@ from node.records import ValidRecord
 
 if TYPE_CHECKING:
     from hierarchy_config.standards import Issue
-from node.schema import batches, changelog, node_meta, record_warnings, records, watermarks
+from node.schema import (
+    batches,
+    changelog,
+    local_changes,
+    node_meta,
+    record_warnings,
+    records,
+    watermarks,
+)
 from sync.wire import ZERO_HASH, pack_record
 
 # Until standards releases arrive (a later issue) records are validated by the built-in schemas.
@@ -178,11 +186,14 @@ def ingest_txn(
     now_ms: int,
     standards: str,
     warnings: Sequence[Sequence[Issue]] | None = None,
+    local_types: frozenset[str] = frozenset(),
 ) -> IngestResult:
     """Write local records and their change-log entries in the caller's transaction.
 
     Sequence numbers come from the counter row, updated in this same transaction, so they become
     visible in order. Writing an identical version again is a no-op (imports are idempotent).
+    Records of `local_types` (replication mode `local`) take no sequence number: their changes go
+    to `local_changes` and never into an upward batch (their `records.seq` is 0).
     """
     meta = read_meta_txn(conn)
     owner = meta.node_id
@@ -230,6 +241,14 @@ def ingest_txn(
                     "created_ms": now_ms,
                 }
             )
+    kept = [c for c in changes if c[0].record_type in local_types]
+    changes = [c for c in changes if c[0].record_type not in local_types]
+    if warning_rows:
+        conn.execute(record_warnings.insert(), warning_rows)
+    result.warnings = len(warning_rows)
+    if kept:
+        _write_kept_txn(conn, kept, owner, meta.epoch, now_ms, standards)
+        result.changed = len(kept)
     if not changes:
         result.last_seq = meta.last_seq
         return result
@@ -271,13 +290,57 @@ def ingest_txn(
         )
         result.seqs.append(seq)
     conn.execute(changelog.insert(), log_rows)
-    if warning_rows:
-        conn.execute(record_warnings.insert(), warning_rows)
-    result.warnings = len(warning_rows)
     upsert_record_rows(conn, rec_rows)
-    result.changed = len(changes)
+    result.changed += len(changes)
     result.last_seq = last
     return result
+
+
+def _write_kept_txn(
+    conn: Connection,
+    kept: Sequence[tuple[ValidRecord, int, str]],
+    owner: str,
+    epoch: str,
+    now_ms: int,
+    standards: str,
+) -> None:
+    """Records that stay here (mode `local`): the record rows and their local change log."""
+    conn.execute(
+        local_changes.insert(),
+        [
+            {
+                "record_type": rec.record_type,
+                "key": rec.key,
+                "version": version,
+                "deleted": rec.deleted,
+                "payload": body,
+                "standards": standards,
+                "created_ms": now_ms,
+            }
+            for rec, version, body in kept
+        ],
+    )
+    upsert_record_rows(
+        conn,
+        [
+            {
+                "record_type": rec.record_type,
+                "owner": owner,
+                "key": rec.key,
+                "version": version,
+                "deleted": rec.deleted,
+                "payload": body,
+                "standards": standards,
+                "hash": record_hash(
+                    rec.record_type, owner, rec.key, version, rec.deleted, rec.payload
+                ),
+                "epoch": epoch,
+                "seq": 0,
+                "updated_ms": now_ms,
+            }
+            for rec, version, body in kept
+        ],
+    )
 
 
 class NodeStore:
@@ -298,8 +361,9 @@ class NodeStore:
         now_ms: int,
         standards: str = BUILTIN_STANDARDS,
         warnings: Sequence[Sequence[Issue]] | None = None,
+        local_types: frozenset[str] = frozenset(),
     ) -> IngestResult:
-        return await self.db.write(ingest_txn, recs, now_ms, standards, warnings)
+        return await self.db.write(ingest_txn, recs, now_ms, standards, warnings, local_types)
 
     async def warnings(self, limit: int) -> list[dict[str, Any]]:
         return await self.db.read(warnings_txn, limit)
@@ -376,7 +440,8 @@ class OriginDigest:
 
 
 def origin_digests_txn(conn: Connection) -> dict[str, OriginDigest]:
-    """Per-origin content digest over (type, key, version, deleted, hash), in key order."""
+    """Per-origin content digest over (type, key, version, deleted, hash), in key order, of the
+    records that replicate (records kept `local` have seq 0 and exist only at their owner)."""
     out: dict[str, OriginDigest] = {}
     current: str | None = None
     h = hashlib.sha256()
@@ -388,7 +453,10 @@ def origin_digests_txn(conn: Connection) -> dict[str, OriginDigest]:
         records.c.version,
         records.c.deleted,
         records.c.hash,
-    ).order_by(records.c.owner, records.c.record_type, records.c.key)
+    )
+    query = query.where(records.c.seq != 0).order_by(
+        records.c.owner, records.c.record_type, records.c.key
+    )
     for row in conn.execute(query):
         if row.owner != current:
             if current is not None:

@@ -70,6 +70,7 @@ class AuditKind(StrEnum):
     KEY_REVOKED = "key_revoked"
     OPERATOR_ACTION = "operator_action"
     CONFIG_LOADED = "config_loaded"
+    STATS_QUERY = "stats_query"  # a federated statistics query issued or received (node.stats)
 
 
 class BreakReason(StrEnum):

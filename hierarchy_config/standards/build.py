@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from hierarchy_config.standards.build_stats import StatsFileError, error_file, read_stats
 from hierarchy_config.standards.diff import ReleaseDiff, diff
 from hierarchy_config.standards.model import (
     CodeEntry,
@@ -336,7 +337,14 @@ def build_release(
     tables = _tables(folder)
     schemas = _schemas(folder)
     try:
+        indicators, policies, default_policy = read_stats(folder)
+    except StatsFileError as exc:
+        raise BuildError(exc.file, 0, exc.column, exc.reason) from None
+    try:
         return Release(
+            indicators=indicators,
+            policies=policies,
+            default_policy=default_policy,
             version=version,
             name=name or f"standards release {version}",
             created=created,
@@ -347,6 +355,9 @@ def build_release(
         )
     except InvalidStandards as exc:
         parts = exc.path.split(".")
+        stats_file = error_file(exc.path)
+        if stats_file is not None:
+            raise BuildError(stats_file, 0, ".".join(parts[2:]), exc.reason) from None
         if parts[0] == "schemas" and len(parts) > 1:
             file = next(
                 (

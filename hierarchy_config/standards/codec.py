@@ -16,10 +16,17 @@ This module does not verify signatures or expiry against a clock (that is the tr
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
+from hierarchy_config.standards.indicators import (
+    indicator_from_json,
+    indicator_to_json,
+    policy_from_json,
+    policy_to_json,
+)
 from hierarchy_config.standards.model import (
     CodeEntry,
     CodeTable,
@@ -121,8 +128,19 @@ def encode_release(release: Release) -> bytes:
         }
         for s in release.schemas.values()
     }
+    doc: dict[str, Any] = {}
+    if release.indicators:  # absent from releases without statistics: their bytes stay the same
+        doc["indicators"] = {k: indicator_to_json(v) for k, v in release.indicators.items()}
+    if release.policies or release.default_policy is not None:
+        doc["replication"] = {
+            "default": None
+            if release.default_policy is None
+            else policy_to_json(release.default_policy),
+            "types": {k: policy_to_json(v) for k, v in release.policies.items()},
+        }
     return dump_canonical(
         {
+            **doc,
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "version": release.version,
@@ -274,6 +292,7 @@ _RELEASE_KEYS = frozenset(
     {"format", "format_version", "version", "name", "created", "expires", "note"}
     | {"tables", "schemas"}
 )
+_OPTIONAL_KEYS = frozenset({"indicators", "replication"})
 
 
 def _table(table_id: str, value: Any, path: str) -> CodeTable:
@@ -347,7 +366,9 @@ def _schema(name: str, value: Any, path: str) -> RecordSchema:
 
 
 def decode_release(data: bytes, max_bytes: int = MAX_RELEASE_BYTES) -> Release:
-    doc = obj(load_json(data, max_bytes, "release"), "$", _RELEASE_KEYS)
+    doc = obj(load_json(data, max_bytes, "release"), "$")
+    present = set(doc) - (_OPTIONAL_KEYS & set(doc))
+    obj({k: doc[k] for k in present}, "$", _RELEASE_KEYS)
     if doc["format"] != FORMAT:
         fail("format", f"must be {FORMAT!r}")
     if typed(doc["format_version"], "format_version", int) != FORMAT_VERSION:
@@ -360,8 +381,27 @@ def decode_release(data: bytes, max_bytes: int = MAX_RELEASE_BYTES) -> Release:
         key: _schema(key, value, f"schemas.{key}")
         for key, value in obj(doc["schemas"], "schemas").items()
     }
+    indicators = {
+        key: guarded(functools.partial(indicator_from_json, key, value, f"indicators.{key}"))
+        for key, value in obj(doc.get("indicators", {}), "indicators").items()
+    }
+    replication = obj(doc.get("replication", {}), "replication")
+    obj(replication, "replication", frozenset({"default", "types"}) if replication else None)
+    default = replication.get("default")
+    default_policy = (
+        None
+        if default is None
+        else guarded(lambda: policy_from_json(default, "replication.default"))
+    )
+    policies = {
+        key: guarded(functools.partial(policy_from_json, value, f"replication.types.{key}"))
+        for key, value in obj(replication.get("types", {}), "replication.types").items()
+    }
     return guarded(
         lambda: Release(
+            indicators=indicators,
+            policies=policies,
+            default_policy=default_policy,
             version=typed(doc["version"], "version", int),
             name=typed(doc["name"], "name", str),
             created=timestamp(doc["created"], "created"),

@@ -35,6 +35,10 @@ class ReleaseDiff:
     fields_added: tuple[tuple[str, str], ...] = ()  # (schema, field)
     fields_removed: tuple[tuple[str, str], ...] = ()
     fields_changed: tuple[tuple[str, str, str], ...] = ()  # (schema, field, what)
+    indicators_added: tuple[str, ...] = ()
+    indicators_removed: tuple[str, ...] = ()
+    indicators_changed: tuple[str, ...] = ()
+    replication_changed: tuple[tuple[str, str], ...] = ()  # (record type, "mode/min_cell a -> b")
 
     @property
     def empty(self) -> bool:
@@ -68,6 +72,10 @@ class ReleaseDiff:
         section("fields added", self.fields_added)
         section("fields removed", self.fields_removed)
         section("fields changed", self.fields_changed)
+        section("indicators added", self.indicators_added)
+        section("indicators removed", self.indicators_removed)
+        section("indicators changed", self.indicators_changed)
+        section("replication changed (record type, policy)", self.replication_changed)
         return "\n".join(out)
 
 
@@ -150,7 +158,18 @@ def diff(a: Release, b: Release) -> ReleaseDiff:
         _tables(a.tables[table_id], b.tables[table_id], out)
     for name in sorted(set(a.schemas) & set(b.schemas)):
         _schemas(a.schemas[name], b.schemas[name], out)
+    shared = sorted(set(a.indicators) & set(b.indicators))
+    replication = []
+    for name in sorted(set(a.schemas) | set(b.schemas)):
+        old, new = a.policy(name), b.policy(name)
+        if old != new:
+            what = f"{old.mode}/{old.min_cell} -> {new.mode}/{new.min_cell}"
+            replication.append((name, what))
     return ReleaseDiff(
+        indicators_added=tuple(sorted(set(b.indicators) - set(a.indicators))),
+        indicators_removed=tuple(sorted(set(a.indicators) - set(b.indicators))),
+        indicators_changed=tuple(n for n in shared if a.indicators[n] != b.indicators[n]),
+        replication_changed=tuple(replication),
         a=a.id,
         b=b.id,
         tables_added=tuple(sorted(set(b.tables) - set(a.tables))),

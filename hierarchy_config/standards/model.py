@@ -18,7 +18,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from hierarchy_config.standards.indicators import Indicator, RecordPolicy
 
 __all__ = [
     "FIELD_TYPES",
@@ -328,8 +331,15 @@ class Release:
     note: str
     tables: Mapping[str, CodeTable]
     schemas: Mapping[str, RecordSchema]
+    # Statistics (hierarchy_config.standards.indicators): indicators, per-type replication
+    # policies and the policy of types not listed. Empty in releases made before them.
+    indicators: Mapping[str, Indicator] = field(default_factory=dict)
+    policies: Mapping[str, RecordPolicy] = field(default_factory=dict)
+    default_policy: RecordPolicy | None = None
 
     def __post_init__(self) -> None:
+        from hierarchy_config.standards.indicators import check_indicators
+
         if self.version < 1:
             raise InvalidStandards("version", "must be a positive integer")
         for name in ("created", "expires"):
@@ -355,8 +365,12 @@ class Release:
                     raise InvalidStandards(
                         f"schemas.{key}.rules[{n}]", f"table {rule.param_str('table')!r} is unknown"
                     )
+        check_indicators(self.indicators, self.schemas, self.tables, self.policies)
         object.__setattr__(self, "tables", MappingProxyType(dict(sorted(self.tables.items()))))
         object.__setattr__(self, "schemas", MappingProxyType(dict(sorted(self.schemas.items()))))
+        for part in ("indicators", "policies"):
+            items: Mapping[str, object] = getattr(self, part)
+            object.__setattr__(self, part, MappingProxyType(dict(sorted(items.items()))))
 
     @property
     def id(self) -> str:
@@ -364,6 +378,17 @@ class Release:
 
     def table(self, table_id: str) -> CodeTable | None:
         return self.tables.get(table_id)
+
+    def policy(self, record_type: str) -> RecordPolicy:
+        """How `record_type` replicates and its minimum cell size (the default if not listed)."""
+        from hierarchy_config.standards.indicators import DEFAULT_POLICY
+
+        found = self.policies.get(record_type) or self.default_policy
+        return found if found is not None else DEFAULT_POLICY
+
+    def local_record_types(self) -> frozenset[str]:
+        """Record types that stay at the node that wrote them (mode 3)."""
+        return frozenset(name for name in self.schemas if self.policy(name).mode == "local")
 
     def to_bytes(self) -> bytes:
         from hierarchy_config.standards.codec import encode_release

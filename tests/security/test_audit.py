@@ -271,12 +271,14 @@ async def test_database_failure_raises(tmp_path: Any) -> None:
 
 async def test_entries_filters(env: Env) -> None:
     start = env.clock.time_ms()
-    await fill(env)  # entry i at start + (i + 1) s, kind KINDS[i % 11], peer 33{i%3}00
+    await fill(env)  # entry i at start + (i + 1) s, kind KINDS[i % len(KINDS)], peer 33{i%3}00
     newest = await env.log.entries(limit=5)
     assert [e.seq for e in newest] == [50, 49, 48, 47, 46]
     by_kind = await env.log.entries(kind=AuditKind.KEY_ROTATED)
     assert by_kind and {e.kind for e in by_kind} == {"key_rotated"}
-    assert [e.seq for e in by_kind] == [s for s in range(50, 0, -1) if (s - 1) % 11 == 7]
+    rotated = KINDS.index(AuditKind.KEY_ROTATED)
+    expected = [s for s in range(50, 0, -1) if (s - 1) % len(KINDS) == rotated]
+    assert [e.seq for e in by_kind] == expected
     assert await env.log.entries(kind="enrollment") == await env.log.entries(
         kind=AuditKind.ENROLLMENT
     )
@@ -285,7 +287,8 @@ async def test_entries_filters(env: Env) -> None:
     window = await env.log.entries(since_ms=start + 10_000, until_ms=start + 20_000)
     assert [e.seq for e in window] == list(range(19, 9, -1))
     both = await env.log.entries(kind=AuditKind.REQUEST_REJECTED, peer="330100", limit=2)
-    assert [e.seq for e in both] == [34, 1]
+    rejected = [s for s in range(50, 0, -1) if (s - 1) % len(KINDS) == 0 and (s - 1) % 3 == 0]
+    assert [e.seq for e in both] == rejected[:2]
     assert [e.seq for e in await env.log.entries_after(45, limit=3)] == [46, 47, 48]
     with pytest.raises(AuditInvalid):
         await env.log.entries(limit=0)

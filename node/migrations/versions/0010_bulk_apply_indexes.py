@@ -6,7 +6,7 @@ that `sync.store.next_transfer_txn` runs for every pending batch — both scanne
 `batches` table, which at a ministry holds every batch of every city.
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
