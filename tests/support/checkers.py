@@ -170,11 +170,11 @@ def check_exactly_once(
                     f"{origin}: seq {seq} has version {c.version}, replay once gives {model[ident]}"
                 )
         for holder in [origin, *ancestors(origin, parents)]:
-            snap = snaps.get(holder)
-            if snap is None:
+            held = snaps.get(holder)
+            if held is None:
                 continue
             for (rtype, key), version in model.items():
-                rec = snap.records.get((origin, rtype, key))
+                rec = held.records.get((origin, rtype, key))
                 own = src.records.get((origin, rtype, key))
                 if rec is None:
                     continue  # a missing record is the set checker's finding
