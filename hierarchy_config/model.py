@@ -175,6 +175,8 @@ class SyncConfig(_Frozen):
     backoff_max_s: float = Field(default=120.0, gt=0, le=900)
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_clock_skew_s: float = Field(default=300.0, gt=0)
+    # How often a child compares digests of what it holds with its parent (sync.anti_entropy).
+    anti_entropy_interval_s: float = Field(default=300.0, gt=0, le=86_400)
     # Re-validate every received record against the record schemas (ADR 0005). When false, a
     # receiver still checks signatures, digests, shapes and that each key matches its fields.
     revalidate_records: bool = True

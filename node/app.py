@@ -32,6 +32,7 @@ from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
 from security.audit import AuditKind, AuditLog
 from security.keys import NodeKey, load_signing_key
+from sync.anti_entropy import AntiEntropy, AntiEntropyMetrics, AntiEntropyServer
 from sync.errors import PeerUnavailable
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
@@ -70,6 +71,8 @@ class Node:
     standards_version: str = BUILTIN_STANDARDS
     validator: RecordValidator = field(default_factory=BuiltinValidator)
     validators: Validators | None = None
+    anti_entropy: AntiEntropy | None = None
+    ae_server: AntiEntropyServer | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -221,6 +224,27 @@ class Node:
                 ssl_context=client_tls,
             )
             node.standards.events = node.security
+        node.ae_server = AntiEntropyServer(
+            config=config,
+            key=key,
+            db=db,
+            clock=clock,
+            metrics=metrics,
+            events=lambda: node.security,
+            validator=current_validator,
+            on_applied=on_applied,
+        )
+        if upstream is not None:
+            node.anti_entropy = AntiEntropy(
+                config=config,
+                key=key,
+                db=db,
+                sync_store=sync_store,
+                transport=transport,
+                clock=clock,
+                metrics=AntiEntropyMetrics(registry),
+                on_requeued=upstream.poke,
+            )
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )
@@ -282,6 +306,15 @@ class Node:
                 upstream.poke()
 
             self.jobs.every("sync-retry", self.config.sync.retry_interval_s, retry)
+            if self.anti_entropy is not None:
+                anti_entropy = self.anti_entropy
+
+                async def compare_with_parent() -> None:
+                    await anti_entropy.run_once()
+
+                self.jobs.every(
+                    "anti-entropy", self.config.sync.anti_entropy_interval_s, compare_with_parent
+                )
         if self.standards is not None:
             standards = self.standards
             self._note_release()
@@ -375,6 +408,9 @@ class Node:
         view = await self.store.status()
         link = self.upstream.state if self.upstream is not None else None
         doc = status_document(self.config, view, link, self.clock.time_ms())
+        if self.anti_entropy is not None:
+            last = self.anti_entropy.last
+            doc["anti_entropy"] = last.as_dict() if last is not None else None
         if self.standards is not None:
             expires = self.standards.client.expires()
             doc["standards"] = {

@@ -24,6 +24,7 @@ from network_mgmt.rollout import MAX_REPORT_BYTES, ReportRejected
 from node.records import RecordInvalid, ValidRecord
 from security.audit import AuditKind
 from security.tokens import Scope, TokenCheck, Verdict, authenticate
+from sync.ae_wire import REPAIR_PATH, SUMMARY_PATH
 from sync.wire import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -315,6 +316,9 @@ def build_app(node: Node) -> web.Application:
     )
     app[NODE_KEY] = node
     app.router.add_post("/v1/sync/push", node.receiver.handle)
+    if node.ae_server is not None:
+        app.router.add_post(SUMMARY_PATH, node.ae_server.handle_summary)
+        app.router.add_post(REPAIR_PATH, node.ae_server.handle_repair)
     app.router.add_post("/v1/records", post_records)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/healthz", get_healthz)
