@@ -36,6 +36,7 @@ from sync.anti_entropy import AntiEntropy, AntiEntropyMetrics, AntiEntropyServer
 from sync.errors import PeerUnavailable
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
+from sync.restore import RestoreServer
 from sync.sender import UpstreamQueue
 from sync.standards_channel import StandardsChannel
 from sync.store import LinkState, SyncStore
@@ -73,6 +74,7 @@ class Node:
     validators: Validators | None = None
     anti_entropy: AntiEntropy | None = None
     ae_server: AntiEntropyServer | None = None
+    restore_server: RestoreServer | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -233,6 +235,14 @@ class Node:
             events=lambda: node.security,
             validator=current_validator,
             on_applied=on_applied,
+        )
+        node.restore_server = RestoreServer(
+            config=config,
+            key=key,
+            db=db,
+            clock=clock,
+            metrics=metrics,
+            events=lambda: node.security,
         )
         if upstream is not None:
             node.anti_entropy = AntiEntropy(

@@ -640,7 +640,7 @@ def demo(
 
 
 # Command groups that live in their own modules register themselves on `main`.
-from node import audit_cli, standards_cli, tokens_cli  # noqa: E402, F401
+from node import audit_cli, recover_cli, standards_cli, tokens_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

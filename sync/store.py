@@ -19,9 +19,10 @@ from sqlalchemy.orm import aliased
 
 from node.db import Database
 from node.schema import apply_log, batches, changelog, links, node_meta, watermarks
-from node.store import insert_for, payload_json, read_meta_txn, record_hash, upsert_record_rows
+from node.store import insert_for, payload_json, read_meta_txn, record_hash
 from security.keys import NodeKey
 from security.signing import sign
+from sync.epochs import upsert_for_epoch
 from sync.verify import Order, VerifiedBatch, decide_order
 from sync.wire import (
     PURPOSE_BATCH,
@@ -345,7 +346,7 @@ def apply_batch_txn(
         }
         for c in vb.changes
     ]
-    upsert_record_rows(conn, rows)
+    upsert_for_epoch(conn, h.origin, h.epoch, rows)  # a re-installed origin's new epoch wins
     _store_batch(
         conn, h, vb.signed, vb.header_hash, source="relay", acked=not keep_for_relay, now_ms=now_ms
     )
