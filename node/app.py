@@ -155,7 +155,7 @@ class Node:
         transport: Transport | None = None,
         key: NodeKey | None = None,
     ) -> Node:
-        clock = clock or SystemClock()
+        clock = clock or SystemClock.from_env()
         key = key or load_signing_key(config.node.key_file)
         db = Database(config.node.database)
         registry = CollectorRegistry()
