@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Mapping
 
 from hierarchy_config.model import NodeConfig
+from node.app import Node
 from node.db import Database
 from security.keys import load_signing_key
 from sync.scrub import ScrubReport, scrub
@@ -25,10 +26,12 @@ def parents_of(net: TestNet) -> dict[str, str | None]:
     }
 
 
-async def read_all(net: TestNet) -> tuple[dict[str, NodeSnapshot], dict[str, ScrubReport]]:
+async def read_all(
+    nodes: Mapping[str, Node],
+) -> tuple[dict[str, NodeSnapshot], dict[str, ScrubReport]]:
     snaps: dict[str, NodeSnapshot] = {}
     scrubs: dict[str, ScrubReport] = {}
-    for node_id, node in net.nodes.items():
+    for node_id, node in nodes.items():
         snaps[node_id] = await read_snapshot(node.db)
         keys = dict(node.config.subtree_keys())
         keys[node_id] = node.key.verify_key
@@ -39,8 +42,14 @@ async def read_all(net: TestNet) -> tuple[dict[str, NodeSnapshot], dict[str, Scr
 async def final_check(net: TestNet, history: History, *, timeout_s: float = 30.0) -> CheckReport:
     """Wait until every ancestor holds every change of every city, then judge."""
     await net.wait_converged(timeout_s=timeout_s)
-    snaps, scrubs = await read_all(net)
-    return check_all(history, snaps, parents_of(net), scrubs)
+    return await check_nodes(net.nodes, history)
+
+
+async def check_nodes(nodes: Mapping[str, Node], history: History) -> CheckReport:
+    """Judge running nodes (in-process) right now."""
+    snaps, scrubs = await read_all(nodes)
+    parents = {n: (x.config.parent.id if x.config.parent else None) for n, x in nodes.items()}
+    return check_all(history, snaps, parents, scrubs)
 
 
 async def final_check_offline(
