@@ -6,8 +6,9 @@ sends the summaries to the parent (signed, `POST /v1/sync/summary`). The parent 
 range, its watermark and top digest, and its bucket digests where the tops differ at equal
 positions. Then the child:
 
-- parent behind (its watermark is lower, e.g. restored from an old backup): the child marks the
-  batches above it unacknowledged again, and the normal queue resends them;
+- parent behind (its watermark is lower, e.g. restored from an old backup) in two comparisons in
+  a row at the same position: the child marks the batches above it unacknowledged again, and
+  the normal queue resends them;
 - equal positions, different content (e.g. a row deleted or changed behind the system's back):
   the child resends the stored signed batches covering the differing buckets
   (`POST /v1/sync/repair`); the parent verifies them like a push and re-applies them
@@ -163,6 +164,10 @@ class AntiEntropy:
         self.metrics = metrics
         self.on_requeued = on_requeued
         self.last: AntiEntropyRun | None = None
+        # (origin, epoch) -> the parent watermark last seen below what this node holds. Batches
+        # are queued again only when two comparisons in a row show the same position: a push
+        # acknowledged between the parent's answer and its processing is not a loss.
+        self._behind: dict[tuple[str, str], int] = {}
 
     def _seal(self, envelope: bytes, purpose: str) -> bytes:
         return Sealed(envelope, sign(self.key, purpose, envelope)).to_bytes()
@@ -224,7 +229,12 @@ class AntiEntropy:
             if held is None:
                 continue
             where = f"{verdict.origin} epoch {verdict.epoch[:8]}"
-            if verdict.parent_seq < held.held_seq:
+            ident = (verdict.origin, verdict.epoch)
+            seen_behind = self._behind.pop(ident, None)
+            if verdict.parent_seq < held.held_seq and seen_behind != verdict.parent_seq:
+                self._behind[ident] = verdict.parent_seq  # look again next time
+                run.in_flight += 1
+            elif verdict.parent_seq < held.held_seq:
                 _, requeued = await self.sync_store.apply_acks(
                     [Watermark(verdict.origin, verdict.epoch, verdict.parent_seq)]
                 )

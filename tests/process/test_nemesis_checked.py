@@ -90,7 +90,7 @@ def test_pause_kill_and_clock_skew_then_all_checkers_green(make_procnet: MakeNet
         writer.post(victim.node_id)
         victim.kill9()
         faults.append(f"kill -9 {victim.node_id} after a write")
-        victim.start()
+        victim.start(timeout_s=120)
         writer.round()
         # kill -9 of the ministry while the province pushes (acknowledgements in flight).
         writer.round()
@@ -98,14 +98,14 @@ def test_pause_kill_and_clock_skew_then_all_checkers_green(make_procnet: MakeNet
         ministry.kill9()
         faults.append("kill -9 ministry while acknowledging")
         writer.round()
-        ministry.start()
+        ministry.start(timeout_s=120)
         # kill -9 of the province while the cities' backlog is being applied; it comes back
         # with its clock 15 minutes ahead, beyond the allowed skew: it refuses pushes as stale.
         writer.round(2)
         province.kill9()
         faults.append("kill -9 province while applying")
         province.env = {CLOCK_OFFSET_ENV: "900"}
-        province.start()
+        province.start(timeout_s=120)
         faults.append("province clock +900 s")
         writer.round()
 
@@ -116,7 +116,7 @@ def test_pause_kill_and_clock_skew_then_all_checkers_green(make_procnet: MakeNet
         poll(refused_as_stale, 20, "a skewed parent did not refuse pushes as stale")
         province.terminate()
         province.env = {}
-        province.start()
+        province.start(timeout_s=120)
         faults.append("province clock reset")
         while any(writer.pending.values()) or any(writer.retry.values()):
             writer.round()

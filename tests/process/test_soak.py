@@ -121,7 +121,7 @@ def test_soak_mixed_faults_then_all_checkers_green(make_procnet: MakeNet) -> Non
                     history.info(op, str(exc))
                     retry.append(chunk)
                     # The city is down (killed, restarting): wait until it answers again.
-                    poll(lambda: city.healthy() or None, 60, f"{city} did not come back")
+                    poll(lambda: city.healthy() or None, 150, f"{city} did not come back")
                     continue
                 if answer.status == 200:
                     history.ok(op)
@@ -152,7 +152,7 @@ def test_soak_mixed_faults_then_all_checkers_green(make_procnet: MakeNet) -> Non
                 victim = rng.choice([*cities, *net.provinces()])
                 victim.kill9()
                 faults[f"kill -9 {victim.config.level.value}"] += 1
-                victim.start()
+                victim.start(timeout_s=120)  # slow on a loaded machine
             else:
                 province = net.provinces()[0]
                 assert province.proc is not None

@@ -149,6 +149,8 @@ async def test_province_restored_from_old_backup_is_refilled_without_new_writes(
         # as the scheduler would).
         await net.nodes[city].jobs.run_now("anti-entropy")
         ae = net.nodes[city].anti_entropy
+        assert ae is not None and ae.last is not None and ae.last.in_flight == 1  # look again
+        await net.nodes[city].jobs.run_now("anti-entropy")
         assert ae is not None and ae.last is not None
         assert ae.last.parent_behind == 1 and ae.last.requeued_batches >= 1
         await wait_until(lambda: _same_as_origin(net, province, city), 15, "not refilled")
