@@ -39,7 +39,7 @@ from node.demo import free_port_range
 T = TypeVar("T")
 
 LSNET_SCRIPT = Path(sys.executable).with_name("lsnet")
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 90.0  # a deadline, not a timing: generous for loaded CI machines
 HTTP_TIMEOUT_S = 15.0
 
 
