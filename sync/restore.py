@@ -266,7 +266,7 @@ def write_page_txn(
     )
 
 
-def check_empty_txn(conn: Connection) -> None:
+def check_empty_txn(conn: Connection, node_id: str) -> None:
     meta = conn.execute(select(node_meta).where(node_meta.c.id == 1)).mappings().first()
     held = conn.execute(select(func.count()).select_from(records)).scalar_one()
     if (meta is not None and meta["last_seq"] > 0) or held:
@@ -274,8 +274,10 @@ def check_empty_txn(conn: Connection) -> None:
             "this node's database still holds data; restore only into an empty database "
             "(move the old database file away first)"
         )
-    if meta is not None:  # an empty database made by 'lsnet node init': drop its new epoch
-        conn.execute(node_meta.delete())
+    if meta is not None and meta["node_id"] != node_id:
+        raise RestoreError(f"this database belongs to node {meta['node_id']}, not {node_id}")
+    # An empty database made by 'lsnet node init' keeps its row until the first page replaces
+    # its new epoch (in that page's transaction): a failed restore leaves it as it was.
 
 
 async def restore_from_parent(
@@ -290,7 +292,7 @@ async def restore_from_parent(
     parent = config.parent
     if parent is None:
         raise RestoreError(f"node {config.node_id} has no parent to restore from")
-    await db.write(check_empty_txn)
+    await db.write(check_empty_txn, config.node_id)
     after = 0
     prev = ZERO_HASH
     pages = 0

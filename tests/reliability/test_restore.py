@@ -245,3 +245,27 @@ async def test_reinstalled_city_with_a_new_epoch_replaces_its_old_records(tmp_pa
             assert len(held) == 60  # records the new epoch did not rewrite stay as they were
     finally:
         await net.stop_all()
+
+
+async def test_recover_refuses_clearly_without_a_traceback(tmp_path: Path) -> None:
+    net = make_network(tmp_path, cities_per_province=1, overrides=FAST)
+    await net.init_all()
+    city = net.city_ids()[0]
+    config_path = str(net.layout.by_id(city).config_path)
+    args = ["node", "recover", "--from-parent", "--config", config_path]
+    # Nobody runs: the parent cannot be reached.
+    result = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert result.exit_code == 2 and "parent not reachable" in result.output, result.output
+    # The database still holds data: refused before anything is fetched.
+    node = net.open(city)
+    await write_through(History(), node, "w", generate_records(city, 3))
+    await node.stop()
+    result = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert result.exit_code == 2 and "still holds data" in result.output, result.output
+    assert "Traceback" not in result.output
+    # The ministry has no parent.
+    ministry_path = str(net.layout.by_id(net.ministry_id).config_path)
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["node", "recover", "--from-parent", "--config", ministry_path]
+    )
+    assert result.exit_code == 2 and "no parent" in result.output, result.output
