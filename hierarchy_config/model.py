@@ -188,6 +188,8 @@ class SyncConfig(_Frozen):
     max_clock_skew_s: float = Field(default=300.0, gt=0)
     # How often a node sends key rotations/revocations upward and fetches its parent's.
     key_sync_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    # How often a child compares digests of what it holds with its parent (sync.anti_entropy).
+    anti_entropy_interval_s: float = Field(default=300.0, gt=0, le=86_400)
     # Re-validate every received record against the record schemas (ADR 0005). When false, a
     # receiver still checks signatures, digests, shapes and that each key matches its fields.
     revalidate_records: bool = True

@@ -38,9 +38,11 @@ from security.audit import AuditKind, AuditLog
 from security.http_signatures import Signer
 from security.keyring import KeyRing
 from security.keys import NodeKey, load_signing_key
+from sync.anti_entropy import AntiEntropy, AntiEntropyMetrics, AntiEntropyServer
 from sync.errors import PeerUnavailable
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
+from sync.restore import RestoreServer
 from sync.sender import UpstreamQueue
 from sync.standards_channel import StandardsChannel
 from sync.store import LinkState, SyncStore
@@ -81,6 +83,9 @@ class Node:
     peer_auth: PeerAuth | None = None
     key_sync: KeySync | None = None
     stats: StatsService | None = None
+    anti_entropy: AntiEntropy | None = None
+    ae_server: AntiEntropyServer | None = None
+    restore_server: RestoreServer | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -177,7 +182,7 @@ class Node:
         transport: Transport | None = None,
         key: NodeKey | None = None,
     ) -> Node:
-        clock = clock or SystemClock()
+        clock = clock or SystemClock.from_env()
         key = key or load_signing_key(config.node.key_file)
         db = Database(config.node.database)
         registry = CollectorRegistry()
@@ -274,6 +279,37 @@ class Node:
             node.standards.events = node.security
             node.standards.client_middlewares = (peer_auth.middleware,)
         node.stats = StatsService(node)
+        node.ae_server = AntiEntropyServer(
+            config=config,
+            key=key,
+            db=db,
+            clock=clock,
+            metrics=metrics,
+            events=lambda: node.security,
+            validator=current_validator,
+            on_applied=on_applied,
+        )
+        node.restore_server = RestoreServer(
+            config=config,
+            key=key,
+            db=db,
+            clock=clock,
+            metrics=metrics,
+            events=lambda: node.security,
+        )
+        node.ae_server.gate.keyring = keyring
+        node.restore_server.gate.keyring = keyring
+        if upstream is not None:
+            node.anti_entropy = AntiEntropy(
+                config=config,
+                key=key,
+                db=db,
+                sync_store=sync_store,
+                transport=transport,
+                clock=clock,
+                metrics=AntiEntropyMetrics(registry),
+                on_requeued=upstream.poke,
+            )
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )
@@ -338,6 +374,15 @@ class Node:
                 upstream.poke()
 
             self.jobs.every("sync-retry", self.config.sync.retry_interval_s, retry)
+            if self.anti_entropy is not None:
+                anti_entropy = self.anti_entropy
+
+                async def compare_with_parent() -> None:
+                    await anti_entropy.run_once()
+
+                self.jobs.every(
+                    "anti-entropy", self.config.sync.anti_entropy_interval_s, compare_with_parent
+                )
         if self.standards is not None:
             standards = self.standards
             self._note_release()
@@ -449,6 +494,9 @@ class Node:
         view = await self.store.status()
         link = self.upstream.state if self.upstream is not None else None
         doc = status_document(self.config, view, link, self.clock.time_ms())
+        if self.anti_entropy is not None:
+            last = self.anti_entropy.last
+            doc["anti_entropy"] = last.as_dict() if last is not None else None
         if self.standards is not None:
             expires = self.standards.client.expires()
             doc["standards"] = {

@@ -653,6 +653,7 @@ def demo(
 from node import (  # noqa: E402, F401
     audit_cli,
     keys_cli,
+    recover_cli,
     simulate_cli,
     standards_cli,
     tokens_cli,

@@ -8,6 +8,7 @@ schedule jobs (see `node.scheduling`) and does no I/O.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Protocol
 
@@ -25,11 +26,25 @@ class Clock(Protocol):
         """Wait for `seconds` of this clock's time."""
 
 
+# Test-only: shift one node's wall clock (seconds, may be negative) to test clock skew between
+# real processes. Monotonic time and waiting are not affected.
+CLOCK_OFFSET_ENV = "LSNET_TEST_CLOCK_OFFSET_S"
+
+
 class SystemClock:
-    """The real clock."""
+    """The real clock (optionally shifted by a fixed offset, for skew tests)."""
+
+    def __init__(self, offset_s: float = 0.0) -> None:
+        self._offset_ms = int(offset_s * 1000)
+
+    @classmethod
+    def from_env(cls) -> SystemClock:
+        """The real clock, shifted by LSNET_TEST_CLOCK_OFFSET_S if that is set."""
+        raw = os.environ.get(CLOCK_OFFSET_ENV, "").strip()
+        return cls(float(raw)) if raw else cls()
 
     def time_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return time.time_ns() // 1_000_000 + self._offset_ms
 
     def monotonic(self) -> float:
         return time.monotonic()

@@ -28,6 +28,7 @@ from node.records import RecordInvalid, ValidRecord
 from node.stats.http import add_stats_routes
 from security.audit import AuditKind
 from security.tokens import Scope, TokenCheck, Verdict, authenticate
+from sync.ae_wire import REPAIR_PATH, RESTORE_PATH, SUMMARY_PATH
 from sync.wire import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -373,6 +374,11 @@ def build_app(node: Node) -> web.Application:
     )
     app[NODE_KEY] = node
     app.router.add_post("/v1/sync/push", node.receiver.handle)
+    if node.ae_server is not None:
+        app.router.add_post(SUMMARY_PATH, node.ae_server.handle_summary)
+        app.router.add_post(REPAIR_PATH, node.ae_server.handle_repair)
+    if node.restore_server is not None:
+        app.router.add_post(RESTORE_PATH, node.restore_server.handle)
     app.router.add_post("/v1/records", post_records)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/healthz", get_healthz)

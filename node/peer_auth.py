@@ -79,6 +79,9 @@ PEER_ROUTES: tuple[PeerRoute, ...] = (
     PeerRoute("POST", "/v1/keys/revocations", Role.NEIGHBOUR),
     PeerRoute("POST", "/v1/keys/events", Role.CHILD),
     PeerRoute("POST", "/v1/stats/query", Role.PARENT),  # federated queries travel down
+    PeerRoute("POST", "/v1/sync/summary", Role.CHILD),  # anti-entropy
+    PeerRoute("POST", "/v1/sync/repair", Role.CHILD),
+    PeerRoute("POST", "/v1/sync/restore", Role.CHILD),  # restore from parent
 )
 
 PEER_KEY: web.RequestKey[str] = web.RequestKey("lsnet_peer", str)

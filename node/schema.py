@@ -261,3 +261,20 @@ local_changes = Table(
     Column("standards", String(64), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
 )
+
+# Append-only: one row per apply of a received batch ('push', 'repair' by anti-entropy, 'restore'
+# when a node rebuilds from its parent), so a double apply is observable (issue 6).
+apply_log = Table(
+    "apply_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(64), nullable=False),
+    Column("epoch", String(64), nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("header_hash", LargeBinary(32), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("applied_ms", BigInteger, nullable=False),
+)
+Index("ix_apply_log_origin", apply_log.c.origin, apply_log.c.epoch, apply_log.c.first_seq)
+Index("ix_records_origin_seq", records.c.owner, records.c.epoch, records.c.seq)

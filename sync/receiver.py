@@ -131,7 +131,7 @@ class PushReceiver:
             body = await self._read_body(request)
             push = self._open(body)
             sender = push.sender
-            signer = request.get(PEER_KEY)
+            signer = request.get(PEER_KEY) if isinstance(request, web.Request) else None
             if signer is not None and signer != push.sender:
                 raise ReceiveError(
                     Code.NOT_AUTHORISED,
@@ -207,8 +207,8 @@ class PushReceiver:
     async def _read_body(self, request: web.Request) -> bytes:
         from node.peer_auth import BODY_KEY
 
-        if BODY_KEY in request:  # read and verified by the peer authentication middleware
-            return request[BODY_KEY]
+        if isinstance(request, web.Request) and BODY_KEY in request:
+            return request[BODY_KEY]  # read and verified by the peer authentication middleware
         limit = self.config.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise ReceiveError(

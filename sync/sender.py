@@ -167,6 +167,9 @@ class UpstreamQueue:
 
     async def _wait_for_work(self) -> None:
         wait_ms = self.state.backoff_until_ms - self.clock.time_ms()
+        # Never longer than the longest backoff: a deadline persisted while this node's clock
+        # ran ahead (and was then corrected) must not stall the link for the size of the error.
+        wait_ms = min(wait_ms, int(self.settings.backoff_max_s * 1000))
         if wait_ms > 0:
             await self.clock.sleep(wait_ms / 1000.0)
             return

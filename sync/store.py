@@ -18,10 +18,11 @@ from sqlalchemy import Connection, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
 from node.db import Database
-from node.schema import batches, changelog, links, node_meta, watermarks
-from node.store import insert_for, payload_json, read_meta_txn, record_hash, upsert_record_rows
+from node.schema import apply_log, batches, changelog, links, node_meta, watermarks
+from node.store import insert_for, payload_json, read_meta_txn, record_hash
 from security.keys import NodeKey
 from security.signing import sign
+from sync.epochs import upsert_for_epoch
 from sync.verify import Order, VerifiedBatch, decide_order
 from sync.wire import (
     PURPOSE_BATCH,
@@ -275,6 +276,21 @@ def _watermark_row(conn: Connection, origin: str, epoch: str) -> tuple[int, byte
     return None if row is None else (row.seq, bytes(row.last_hash))
 
 
+def log_apply(conn: Connection, h: BatchHeader, hh: bytes, kind: str, now_ms: int) -> None:
+    """Append to the apply log (append-only; makes a double apply observable)."""
+    conn.execute(
+        apply_log.insert().values(
+            origin=h.origin,
+            epoch=h.epoch,
+            first_seq=h.first_seq,
+            last_seq=h.last_seq,
+            header_hash=hh,
+            kind=kind,
+            applied_ms=now_ms,
+        )
+    )
+
+
 def apply_batch_txn(
     conn: Connection, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool
 ) -> BatchResult:
@@ -324,10 +340,11 @@ def apply_batch_txn(
         }
         for c in vb.changes
     ]
-    upsert_record_rows(conn, rows)
+    upsert_for_epoch(conn, h.origin, h.epoch, rows)  # a re-installed origin's new epoch wins
     _store_batch(
         conn, h, vb.signed, vb.header_hash, source="relay", acked=not keep_for_relay, now_ms=now_ms
     )
+    log_apply(conn, h, vb.header_hash, "push", now_ms)
     if current is None:
         conn.execute(
             watermarks.insert().values(

@@ -8,9 +8,13 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from hierarchy_config.model import NodeConfig
 from node.clock import Clock, SystemClock
+from node.peer_auth import PeerAuth
 from security.http_signatures import Signer, sign_request
+from security.keyring import KeyRing
 from security.keys import NodeKey
+from sync.transport import HttpTransport
 
 
 def signing_session(
@@ -32,3 +36,18 @@ def signing_session(
         return await handler(req)
 
     return aiohttp.ClientSession(middlewares=(sign,))
+
+
+def peer_transport(
+    config: NodeConfig, key: NodeKey, *, as_node: str | None = None, timeout_s: float = 5.0
+) -> HttpTransport:
+    """The transport a node built from `config` would use towards its parent (RFC 9421 signing
+    with `key`, answers checked against the parent's key). `as_node` signs in another node's
+    name (an impostor test)."""
+    assert config.parent is not None
+    ring = KeyRing.from_keys({config.parent.id: config.parent.verify_key})
+    node_id = as_node or config.node_id
+    auth = PeerAuth(
+        node_id, Signer(node_id, key), ring, SystemClock(), {config.parent.url: config.parent.id}
+    )
+    return HttpTransport(timeout_s=timeout_s, middlewares=(auth.middleware,))

@@ -39,7 +39,7 @@ from node.demo import free_port_range
 T = TypeVar("T")
 
 LSNET_SCRIPT = Path(sys.executable).with_name("lsnet")
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 90.0  # a deadline, not a timing: generous for loaded CI machines
 HTTP_TIMEOUT_S = 15.0
 
 
@@ -180,6 +180,7 @@ class NodeProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self.env: dict[str, str] = {}  # extra environment for the next starts
 
     def __repr__(self) -> str:
         return f"NodeProc({self.node_id} {self.config.level.value} {self.url})"
@@ -201,7 +202,7 @@ class NodeProc:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=child_env(),
+                env={**child_env(), **self.env},
             )
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:

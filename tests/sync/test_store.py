@@ -424,16 +424,31 @@ async def test_an_older_version_never_overwrites_a_newer_one(source: Side, provi
     newest = await record_row(province.db, CITY_A, rec.key)
     assert (newest.version, json.loads(newest.payload)["name"]) == (2, "第二版名称")
 
-    # The same city in a new epoch (say, re-installed) sends version 1 and an equal version 2
-    # with other content: the record held stays as it is.
-    for epoch, version, name in (("epoch-2", 1, "旧名称"), ("epoch-3", 2, "另一个第二版")):
+    # The same city re-installed (a new epoch, versions from 1 again) replaces the row whatever
+    # the versions (ADR 0011: otherwise its new content would be dropped silently); a late batch
+    # of a superseded epoch never replaces a row of a newer one.
+    heads: dict[str, bytes] = {}
+    for at, epoch, version, name in (
+        (1, "epoch-2", 1, "旧名称"),
+        (2, "epoch-3", 2, "另一个第二版"),
+    ):
         change = changes_for([rec], version=version)[0]
         change = dataclasses.replace(change, payload={**rec.payload, "name": name})
         signed = make_batch(KEY, CITY_A, epoch, [change])
-        res = await province.sync.apply_batch(verified(signed, KEY), NOW_MS, keep_for_relay=True)
+        heads[epoch] = header_hash(signed.header_bytes)
+        res = await province.sync.apply_batch(
+            verified(signed, KEY), NOW_MS + at * 1000, keep_for_relay=True
+        )
         assert res.status is BatchStatus.APPLIED
+        row = await record_row(province.db, CITY_A, rec.key)
+        assert (row.version, json.loads(row.payload)["name"], row.epoch) == (version, name, epoch)
+    late = changes_for([rec], first_seq=2, version=5)[0]
+    late = dataclasses.replace(late, payload={**rec.payload, "name": "迟到"})
+    signed = make_batch(KEY, CITY_A, "epoch-2", [late], prev=heads["epoch-2"])
+    res = await province.sync.apply_batch(verified(signed, KEY), NOW_MS + 3000, keep_for_relay=True)
+    assert res.status is BatchStatus.APPLIED
     row = await record_row(province.db, CITY_A, rec.key)
-    assert row == newest
+    assert (json.loads(row.payload)["name"], row.epoch) == ("另一个第二版", "epoch-3")
     assert {w.epoch for w in await province.sync.watermarks_for([CITY_A])} >= {"epoch-2"}
 
 
