@@ -248,6 +248,17 @@ class ApiConfig(_Frozen):
         return value
 
 
+class NetworkConfig(_Frozen):
+    """Network management (network_mgmt): heartbeats to the parent and alert thresholds."""
+
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    down_after_missed: int = Field(default=3, ge=1, le=1000)
+    lag_alert_s: float = Field(default=600.0, gt=0)
+    clock_skew_alert_ms: int = Field(default=2000, ge=1)
+    release_expiry_alert_s: float = Field(default=3 * 86400.0, gt=0)
+    security_burst: int = Field(default=20, ge=1)
+
+
 class NodeConfig(_Frozen):
     node: NodeSection
     parent: ParentConfig | None = None
@@ -257,6 +268,7 @@ class NodeConfig(_Frozen):
     api: ApiConfig = ApiConfig()
     standards: StandardsConfig = StandardsConfig()
     tls: TlsConfig = TlsConfig()
+    network: NetworkConfig = NetworkConfig()
 
     @model_validator(mode="after")
     def _shape(self) -> NodeConfig:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from hierarchy_config.model import NodeConfig
 from hierarchy_config.standards import Issue, StandardsError
+from network_mgmt.heartbeat import Heartbeats
 from network_mgmt.rollout import REPORT_PATH, RolloutView
 from network_mgmt.security_feed import REPORT_INTERVAL_S, FeedError, SecurityFeed
 from network_mgmt.security_feed import REPORT_PATH as SECURITY_REPORT_PATH
@@ -63,6 +64,7 @@ class Node:
     standards: StandardsChannel | None = None
     rollout: RolloutView | None = None
     security_feed: SecurityFeed | None = None
+    heartbeats: Heartbeats | None = None
     runner: web.AppRunner | None = None
     started_monotonic: float = 0.0
     _gauges: dict[str, Gauge] = field(default_factory=dict)
@@ -221,6 +223,7 @@ class Node:
                 ssl_context=client_tls,
             )
             node.standards.events = node.security
+        node.heartbeats = Heartbeats(node)
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )
@@ -307,6 +310,8 @@ class Node:
                     await self.keep_standards_fresh()
         if self.security_feed is not None and self.config.parent is not None:
             self.jobs.every("security-report", REPORT_INTERVAL_S, self.report_security)
+        if self.heartbeats is not None:
+            await self.heartbeats.start()
         self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
         self.jobs.start()
         log.info(

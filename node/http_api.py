@@ -325,6 +325,10 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/standards/rollout", get_standards_rollout)
     app.router.add_post(sec_feed.REPORT_PATH, post_security_report)
     app.router.add_get(sec_feed.EVENTS_PATH, get_security_events)
+    from network_mgmt import admin_api, tree_api
+
+    tree_api.add_routes(app)
+    admin_api.add_routes(app)
     from network_mgmt import dashboard
 
     dashboard.add_routes(app)  # the web page at / and its /static/ files
