@@ -31,7 +31,10 @@ def fast_network(tmp_path: Path, *, provinces: int = 1, cities: int = 2, **net: 
 
 async def get_json(node: Node, path: str, token: str | None = None) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as s, s.get(node.config.node.url + path, headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(node.config.node.url + path, headers=headers) as r,
+    ):
         return r.status, await r.json()
 
 
