@@ -82,7 +82,6 @@ async def test_pause_resume_retry_and_errors(net: TestNet) -> None:
     )
     assert status == 200 and body["link"]["mode"] == "paused", body
     await _ingest(city, 20, seed=1)
-    status, tree = await get_json(net.nodes[net.ministry_id], f"/v1/network/node/{city_id}")
 
     async def paused_seen() -> bool:
         _, doc = await get_json(net.nodes[net.ministry_id], f"/v1/network/node/{city_id}")

@@ -50,6 +50,7 @@ async def test_ministry_tree_holds_every_node(net: TestNet) -> None:
 
     await wait_until(all_up, 15, "the ministry did not see every node up")
     status, doc = await get_json(ministry, "/v1/network/tree")
+    assert status == 200
     assert doc["root"] == net.ministry_id and doc["heartbeat_interval_s"] == 0.3
     assert isinstance(doc["generated_ms"], int)
     nodes = by_id(doc)
