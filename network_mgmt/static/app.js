@@ -104,7 +104,7 @@ function drawCharts(now) {
     .sort((a, b) => b[1] - a[1])
     .slice(0, RATE_LINES)
     .map(([k]) => k);
-  const series = [{ name: "all origins", points: state.history.get("rate:*") }].concat(
+  const series = [{ name: "all origins", points: state.history.get("rate:*"), dashed: true }].concat(
     origins.map((k) => ({ name: k.slice(5), points: state.history.get(k) }))
   );
   lineChart($("throughput-chart"), series, { nowMs: now, windowMs: WINDOW_MS, empty: "measuring…" });

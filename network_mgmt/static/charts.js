@@ -30,16 +30,21 @@ function label(v) {
   return v.toPrecision(2);
 }
 
-// series: [{name, points: [[t, v], ...]}]; returns the <svg> (also placed into container).
+// series: [{name, points: [[t, v], ...], dashed?}]; returns the <svg> (also placed into container).
+// The time axis spans the history actually held (at least a minute, at most windowMs), so a
+// freshly opened page shows its first samples across the chart rather than in a corner.
 export function lineChart(container, series, { nowMs, windowMs, empty = "no samples yet" }) {
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "line-chart", role: "img" });
-  const x0 = nowMs - windowMs;
+  let first = nowMs;
+  for (const s of series) if (s.points.length) first = Math.min(first, s.points[0][0]);
+  const span = Math.min(windowMs, Math.max(60_000, nowMs - first));
+  const x0 = nowMs - span;
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
   let ymax = 0;
   for (const s of series) for (const [, v] of s.points) ymax = Math.max(ymax, v);
   ymax = niceMax(ymax);
-  const x = (t) => PAD.left + ((t - x0) / windowMs) * plotW;
+  const x = (t) => PAD.left + ((t - x0) / span) * plotW;
   const y = (v) => PAD.top + plotH - (v / ymax) * plotH;
 
   for (let i = 0; i <= 4; i++) {
@@ -48,7 +53,7 @@ export function lineChart(container, series, { nowMs, windowMs, empty = "no samp
     root.append(svg("text", { x: PAD.left - 6, y: y(v) + 4, class: "axis-label", "text-anchor": "end" }, label(v)));
   }
   for (let i = 0; i <= 4; i++) {
-    const t = x0 + (windowMs * i) / 4;
+    const t = x0 + (span * i) / 4;
     root.append(svg("text", { x: x(t), y: H - 6, class: "axis-label", "text-anchor": "middle" }, clockTime(t)));
   }
   const drawn = series.filter((s) => s.points.length > 0);
@@ -56,7 +61,9 @@ export function lineChart(container, series, { nowMs, windowMs, empty = "no samp
     const pts = s.points.filter(([t]) => t >= x0).map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`);
     if (pts.length === 0) return;
     const colour = PALETTE[i % PALETTE.length];
-    const line = svg("polyline", { points: pts.join(" "), fill: "none", stroke: colour, "stroke-width": 2 });
+    const attrs = { points: pts.join(" "), fill: "none", stroke: colour, "stroke-width": 2 };
+    if (s.dashed) attrs["stroke-dasharray"] = "6 4";
+    const line = svg("polyline", attrs);
     line.append(svg("title", {}, s.name));
     root.append(line);
   });

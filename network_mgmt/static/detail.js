@@ -20,7 +20,8 @@ const HIDDEN = new Set(["links", "recent_errors", "quarantined", "transitions"])
 
 function value(key, v) {
   if (v === null || v === undefined || v === "") return "–";
-  if (key.endsWith("_ms") && typeof v === "number") return timestamp(v);
+  // `*_ms` fields are times (epoch ms) unless small: offsets and durations are in ms too.
+  if (key.endsWith("_ms") && typeof v === "number") return Math.abs(v) >= 1e11 ? timestamp(v) : `${count(v)} ms`;
   if (key.endsWith("_s") && typeof v === "number") return seconds(v);
   if (Array.isArray(v)) return v.map((x) => (typeof x === "object" ? JSON.stringify(x) : String(x))).join(" – ");
   if (typeof v === "object") return JSON.stringify(v);
@@ -63,7 +64,7 @@ export function renderDetail(container, doc, { isSelf, operator, onAction }) {
     ? (link) => [
         act("retry", ADMIN.link(link.peer, "retry"), {}),
         act("pause", ADMIN.link(link.peer, "pause"), { reason: "" }, "Reason for pausing the link"),
-        act("resume", ADMIN.link(link.peer, "resume"), {}),
+        act("resume", ADMIN.link(link.peer, "resume"), { reason: "" }, "Reason for resuming (optional)"),
       ]
     : null;
   const batchActions = canAct
@@ -80,7 +81,7 @@ export function renderDetail(container, doc, { isSelf, operator, onAction }) {
   const quarantined = doc.quarantined || [];
   const quarantineNote =
     !isSelf && doc.quarantined_count ? el("p", {}, `${doc.quarantined_count} batch(es) quarantined at that node.`) : null;
-  container.replaceChildren(
+  const parts = [
     facts(doc),
     note,
     el("h3", {}, "Links"),
@@ -89,6 +90,7 @@ export function renderDetail(container, doc, { isSelf, operator, onAction }) {
     listTable(doc.recent_errors),
     el("h3", {}, "Quarantined batches"),
     quarantineNote,
-    listTable(quarantined, batchActions)
-  );
+    listTable(quarantined, batchActions),
+  ];
+  container.replaceChildren(...parts.filter((p) => p !== null));
 }
