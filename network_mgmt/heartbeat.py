@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter
 from sqlalchemy import Connection, select
 
 from network_mgmt.heartbeat_wire import (
@@ -41,6 +41,7 @@ from network_mgmt.heartbeat_wire import (
     new_nonce,
 )
 from network_mgmt.link_admin import LinkAdmin
+from network_mgmt.metrics import HeartbeatMetrics
 from network_mgmt.tree import DOWN, UP, Seen, TreeState
 from node.schema import node_status
 from node.store import insert_for
@@ -51,92 +52,6 @@ if TYPE_CHECKING:
     from node.app import Node
 
 log = logging.getLogger("lsnet.network")
-
-
-class HeartbeatMetrics:
-    """Per-node gauges of the subtree (label: node id, bounded by the configured tree)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.up = Gauge(
-            "lsnet_node_up",
-            "1 if the node is up, 0 if down or unknown",
-            ["node"],
-            registry=registry,
-        )
-        self.known = Gauge(
-            "lsnet_node_reported",
-            "1 if the node ever reported (0 = unknown)",
-            ["node"],
-            registry=registry,
-        )
-        self.lag = Gauge(
-            "lsnet_node_lag_seconds",
-            "Replication lag the node reports",
-            ["node"],
-            registry=registry,
-        )
-        self.backlog = Gauge(
-            "lsnet_node_backlog_changes",
-            "Changes the node has not delivered upward",
-            ["node"],
-            registry=registry,
-        )
-        self.last_seen = Gauge(
-            "lsnet_node_last_seen_timestamp_seconds",
-            "When the node was last heard of",
-            ["node"],
-            registry=registry,
-        )
-        self.offset = Gauge(
-            "lsnet_node_clock_offset_seconds",
-            "The node's parent clock minus its own",
-            ["node"],
-            registry=registry,
-        )
-        self.quarantined = Gauge(
-            "lsnet_node_quarantined_batches",
-            "Quarantined batches waiting at the node",
-            ["node"],
-            registry=registry,
-        )
-        self.security = Gauge(
-            "lsnet_node_security_events",
-            "Security events counted at the node since start",
-            ["node"],
-            registry=registry,
-        )
-        self.errors = Gauge(
-            "lsnet_node_errors", "Link errors at the node since start", ["node"], registry=registry
-        )
-        self.e2e_lag = Gauge(
-            "lsnet_node_e2e_lag_seconds",
-            "End-to-end probe latency from the node to here",
-            ["node"],
-            registry=registry,
-        )
-        self.transitions = Counter(
-            "lsnet_node_health_transitions",
-            "Health changes seen here",
-            ["node", "health"],
-            registry=registry,
-        )
-        self.sent = Counter(
-            "lsnet_heartbeats_sent", "Heartbeats delivered to the parent", registry=registry
-        )
-        self.failed = Counter(
-            "lsnet_heartbeat_failures", "Heartbeats not delivered to the parent", registry=registry
-        )
-        self.received = Counter(
-            "lsnet_heartbeats_received",
-            "Heartbeats accepted from children",
-            ["child"],
-            registry=registry,
-        )
-        self.last_ok = Gauge(
-            "lsnet_heartbeat_last_success_timestamp_seconds",
-            "When the parent last acknowledged a heartbeat",
-            registry=registry,
-        )
 
 
 def _store_txn(conn: Connection, rows: list[Seen]) -> None:

@@ -651,7 +651,7 @@ def demo(
 
 
 # Command groups that live in their own modules register themselves on `main`.
-from node import audit_cli, network_cli, standards_cli, tokens_cli  # noqa: E402, F401
+from node import audit_cli, links_cli, network_cli, standards_cli, tokens_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()
