@@ -68,7 +68,9 @@ function drawTree() {
   const doc = state.tree;
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.nodeId : undefined;
   const tbody = $("tree").tBodies[0];
-  renderTree(tbody, doc, state.selected, select);
+  const filter = { text: $("tree-filter").value, problemsOnly: $("problems-only").checked };
+  const shown = renderTree(tbody, doc, state.selected, select, filter);
+  $("tree-shown").textContent = shown === doc.nodes.length ? "" : `${shown} of ${doc.nodes.length} shown`;
   if (focused) {
     const row = tbody.querySelector(`tr[data-node-id="${CSS.escape(focused)}"]`);
     if (row) row.focus();
@@ -167,8 +169,7 @@ async function pollThroughput(now) {
     const byOrigin = status.records_by_origin || {};
     let total = 0;
     let known = true;
-    for (const [origin, n] of Object.entries(byOrigin)) {
-      const r = state.rates.rate(origin, now, n);
+    for (const [origin, r] of Object.entries(state.rates.rates(now, byOrigin))) {
       if (r === null) known = false;
       else {
         total += r;
@@ -217,6 +218,9 @@ function init() {
     showOperatorState();
     refreshDetail();
   });
+  const redraw = () => state.tree && drawTree();
+  $("tree-filter").addEventListener("input", redraw);
+  $("problems-only").addEventListener("change", redraw);
   window.addEventListener("hashchange", () => {
     const m = location.hash.match(/^#node=(.+)$/);
     if (m) select(decodeURIComponent(m[1]));

@@ -51,17 +51,27 @@ export class RollingHistory {
   }
 }
 
-// Rates from monotonically growing counters (records held per origin): one rate sample per
-// counter per poll; a counter that went down (database restored, node re-initialised) restarts.
+// Rates from monotonically growing counters (records held per origin), one sample per counter
+// per poll. A counter that appears after the first poll started from 0 at the previous poll (an
+// origin's first records); a counter that went down (database restored, node re-initialised)
+// restarts without a sample.
 export class RateTracker {
   constructor() {
     this.last = new Map(); // key -> [t, value]
+    this.lastPoll = null; // time of the previous poll
   }
 
-  rate(key, t, value) {
-    const prev = this.last.get(key);
-    this.last.set(key, [t, value]);
-    if (prev === undefined || t <= prev[0] || value < prev[1]) return null;
-    return ((value - prev[1]) * 1000) / (t - prev[0]);
+  // counters: {key: value} of one poll at time t; returns {key: rate per second | null}.
+  rates(t, counters) {
+    const out = {};
+    const previousPoll = this.lastPoll;
+    for (const [key, value] of Object.entries(counters)) {
+      let prev = this.last.get(key);
+      if (prev === undefined && previousPoll !== null) prev = [previousPoll, 0];
+      this.last.set(key, [t, value]);
+      out[key] = prev === undefined || t <= prev[0] || value < prev[1] ? null : ((value - prev[1]) * 1000) / (t - prev[0]);
+    }
+    this.lastPoll = t;
+    return out;
   }
 }

@@ -1,7 +1,8 @@
 // The topology table: every node of the subtree in tree order (depth-first from the root),
 // indented by depth, coloured by health (green up, red down, grey unknown), with lag, backlog,
 // release (flagged when it differs from the root's) and last seen. Clicking a row (or Enter on
-// it) selects the node for the drill-down.
+// it) selects the node for the drill-down. A text filter and "only nodes needing attention"
+// keep a tree of hundreds of nodes usable.
 
 import { ago, count, el, seconds } from "./format.js";
 
@@ -35,10 +36,32 @@ export function summarise(nodes) {
   return `${nodes.length} nodes · ${c.up} up · ${c.down} down · ${c.unknown} unknown`;
 }
 
-export function renderTree(tbody, doc, selectedId, onSelect) {
+// A node needs attention when it is not up, runs another release than the root, holds
+// quarantined batches, or lags by a minute or more.
+export const ATTENTION_LAG_S = 60;
+
+export function needsAttention(n, rootRelease) {
+  return (
+    n.health !== "up" ||
+    Boolean(rootRelease && n.release && n.release !== rootRelease) ||
+    (n.quarantined || 0) > 0 ||
+    (n.lag_s || 0) >= ATTENTION_LAG_S
+  );
+}
+
+export function matches(n, text) {
+  const t = text.trim().toLowerCase();
+  return t === "" || n.node_id.toLowerCase().includes(t) || (n.name || "").toLowerCase().includes(t);
+}
+
+// Draws the rows; returns how many of the nodes are shown under `filter` ({text, problemsOnly}).
+export function renderTree(tbody, doc, selectedId, onSelect, filter = { text: "", problemsOnly: false }) {
   const rootEntry = doc.nodes.find((n) => n.node_id === doc.root);
   const rootRelease = rootEntry ? rootEntry.release : null;
-  const rows = treeOrder(doc.nodes, doc.root).map(([n, depth]) => {
+  const shown = treeOrder(doc.nodes, doc.root).filter(
+    ([n]) => matches(n, filter.text) && (!filter.problemsOnly || needsAttention(n, rootRelease))
+  );
+  const rows = shown.map(([n, depth]) => {
     const health = ["up", "down", "unknown"].includes(n.health) ? n.health : "unknown";
     const behind = rootRelease && n.release && n.release !== rootRelease;
     const lagTitle = n.e2e_lag_s !== undefined && n.e2e_lag_s !== null ? `end-to-end probe: ${seconds(n.e2e_lag_s)}` : undefined;
@@ -74,4 +97,5 @@ export function renderTree(tbody, doc, selectedId, onSelect) {
     return row;
   });
   tbody.replaceChildren(...rows);
+  return rows.length;
 }

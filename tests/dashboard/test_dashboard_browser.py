@@ -149,7 +149,33 @@ async def test_ministry_page_shows_the_tree_and_a_stopped_city_turns_red(
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
     print(f"dashboard screenshot: {shot}")
+
+    # "Only nodes needing attention" narrows hundreds of rows to the ones that matter.
+    await page.check("#problems-only")
+    await expect(rows).to_have_count(1, timeout=DOWN_WITHIN_MS)
+    assert await rows.first.get_attribute("data-node-id") == city
+    await page.uncheck("#problems-only")
+    await page.fill("#tree-filter", net.province_ids()[0])
+    await expect(rows).to_have_count(1)
+    await page.fill("#tree-filter", "")
+    await expect(rows).to_have_count(len(everyone))
     assert errors == []
+
+    # A province's own page shows its subtree only.
+    province = net.nodes[net.province_ids()[0]]
+    subtree = {province.config.node_id, *(c.id for c in province.config.children)}
+    ppage = await _open(browser, province.config.node.url, errors)
+    prows = ppage.locator("#tree tbody tr.node-row")
+    await expect(prows).to_have_count(len(subtree), timeout=20_000)
+    assert {await r.get_attribute("data-node-id") for r in await prows.all()} == subtree
+
+    # When the node serving the page goes away, the page says its data is stale.
+    await net.stop(net.ministry_id)
+    await expect(page.locator("#freshness")).to_have_attribute(
+        "data-state", "stale", timeout=(3 * REFRESH_S + 15) * 1000
+    )
+    await expect(page.locator("#freshness")).to_contain_text("STALE")
+    assert [e for e in errors if "Failed to load resource" not in e] == []
 
 
 async def test_city_page_is_read_only_until_an_operator_token_is_pasted(
