@@ -42,6 +42,7 @@ from network_mgmt.heartbeat_wire import (
 )
 from network_mgmt.link_admin import LinkAdmin
 from network_mgmt.metrics import HeartbeatMetrics
+from network_mgmt.probe import ProbeSeen, probes_txn, write_probe_txn
 from network_mgmt.tree import DOWN, UP, Seen, TreeState
 from node.schema import node_status
 from node.store import insert_for
@@ -118,6 +119,27 @@ class Heartbeats:
         if self.config.parent is not None:
             node.jobs.every("heartbeat", interval, self.send_job)
         node.jobs.every("heartbeat-watch", min(interval, 5.0), self.watch)
+        probe_s = self.config.network.e2e_probe_interval_s
+        if self.config.parent is not None and probe_s > 0:
+            node.jobs.every("e2e-probe", probe_s, self.write_probe)
+
+    async def write_probe(self) -> None:
+        """Append an end-to-end probe to the change log; it travels upward with the data."""
+        node = self.node
+        await node.db.write(write_probe_txn, node.clock.time_ms(), node.standards_version)
+        if node.upstream is not None:
+            node.upstream.poke()
+
+    async def probes(self) -> dict[str, ProbeSeen]:
+        return await self.node.db.read(probes_txn)
+
+    def _with_probes(self, entry: dict[str, Any], probes: dict[str, ProbeSeen], now: int) -> None:
+        seen = probes.get(entry["node_id"])
+        if seen is not None:
+            entry["e2e_lag_s"] = round((seen.arrived_ms - seen.sent_ms) / 1000.0, 3)
+            entry["e2e_age_s"] = round(max(0, now - seen.sent_ms) / 1000.0, 3)
+        else:
+            entry.setdefault("e2e_age_s", None)
 
     # -- own status ------------------------------------------------------------------------------
     async def own_status(self) -> NodeStatus:
@@ -213,6 +235,10 @@ class Heartbeats:
     async def watch(self) -> None:
         """Judge every node's health; log and count changes; refresh the per-node gauges."""
         now = self.node.clock.time_ms()
+        for origin, seen in (await self.probes()).items():
+            if origin in self.tree.places:
+                self.metrics.e2e_lag.labels(origin).set((seen.arrived_ms - seen.sent_ms) / 1000.0)
+                self.metrics.e2e_age.labels(origin).set(max(0, now - seen.sent_ms) / 1000.0)
         for node_id in self.tree.places:
             health, last_seen = self.tree.health(node_id, now)
             before = self._health.get(node_id)
@@ -250,13 +276,16 @@ class Heartbeats:
         m.errors.labels(node_id).set(s.errors)
         if s.clock_offset_ms is not None:
             m.offset.labels(node_id).set(s.clock_offset_ms / 1000.0)
-        if s.e2e_lag_ms is not None:
-            m.e2e_lag.labels(node_id).set(s.e2e_lag_ms / 1000.0)
 
     # -- documents -------------------------------------------------------------------------------
     async def tree_document(self) -> dict[str, Any]:
         own = await self.own_status()
-        return self.tree.document(own, self.node.clock.time_ms())
+        now = self.node.clock.time_ms()
+        doc = self.tree.document(own, now)
+        probes = await self.probes()
+        for entry in doc["nodes"]:
+            self._with_probes(entry, probes, now)
+        return doc
 
     async def node_document(self, node_id: str) -> dict[str, Any] | None:
         if node_id not in self.tree.places:
@@ -264,6 +293,7 @@ class Heartbeats:
         now = self.node.clock.time_ms()
         own = await self.own_status()
         doc = self.tree.entry(node_id, own, now)
+        self._with_probes(doc, await self.probes(), now)
         if node_id == self.config.node_id:
             doc["links"] = [self.link_document()] if self.node.upstream is not None else []
             doc["recent_errors"] = self.errors_document(20)

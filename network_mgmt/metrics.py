@@ -66,7 +66,13 @@ class HeartbeatMetrics:
         )
         self.e2e_lag = Gauge(
             "lsnet_node_e2e_lag_seconds",
-            "End-to-end probe latency from the node to here",
+            "Latency of the newest end-to-end probe from the node to here (data path)",
+            ["node"],
+            registry=registry,
+        )
+        self.e2e_age = Gauge(
+            "lsnet_node_e2e_age_seconds",
+            "Age of the newest end-to-end probe from the node seen here (grows when data stops)",
             ["node"],
             registry=registry,
         )

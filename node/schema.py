@@ -245,3 +245,12 @@ quarantine_actions = Table(
     Column("time_ms", BigInteger, nullable=False),
 )
 Index("ix_quarantine_actions_batch", quarantine_actions.c.batch_id)
+
+# End-to-end probes (network_mgmt.probe): per origin, the newest probe record applied here.
+e2e_probes = Table(
+    "e2e_probes",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("sent_ms", BigInteger, nullable=False),
+    Column("arrived_ms", BigInteger, nullable=False),
+)

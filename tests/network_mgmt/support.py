@@ -23,6 +23,7 @@ def fast_network(tmp_path: Path, *, provinces: int = 1, cities: int = 2, **net: 
         cities_per_province=cities,
         overrides={"retry_interval_s": 0.2, "backoff_max_s": 0.5, "backoff_initial_s": 0.1},
     )
+    net.setdefault("e2e_probe_interval_s", 0)  # probes would change exact backlog counts
     settings = NetworkConfig(heartbeat_interval_s=INTERVAL_S, down_after_missed=MISSED, **net)
     for node_id, cfg in testnet.configs.items():
         testnet.configs[node_id] = cfg.model_copy(update={"network": settings})

@@ -5,6 +5,8 @@ controls and the decisions taken on quarantined batches.
   as its carrier reported it (JSON), the direct child it came through and when it arrived.
 - `link_controls`: an operator's pause of the link to a peer (persisted across restarts).
 - `quarantine_actions`: every replay or skip of a quarantined batch, with reason and operator.
+- `e2e_probes`: per origin, the newest end-to-end probe applied here (its send time on the
+  origin's clock and its arrival on ours).
 
 Revision ID: 0007
 Revises: 0005
@@ -47,3 +49,9 @@ def upgrade() -> None:
         sa.Column("time_ms", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_quarantine_actions_batch", "quarantine_actions", ["batch_id"])
+    op.create_table(
+        "e2e_probes",
+        sa.Column("origin", sa.String(64), primary_key=True),
+        sa.Column("sent_ms", sa.BigInteger, nullable=False),
+        sa.Column("arrived_ms", sa.BigInteger, nullable=False),
+    )
