@@ -31,6 +31,7 @@ from network_mgmt.heartbeat_wire import (
     Heartbeat,
     HeartbeatRejected,
     HeartbeatReply,
+    HeartbeatUnauthenticated,
     NodeStatus,
     RecentError,
     check_heartbeat,
@@ -47,7 +48,7 @@ from network_mgmt.tree import DOWN, UP, Seen, TreeState
 from node.schema import node_status
 from node.store import insert_for
 from sync.errors import PeerUnavailable
-from sync.wire import PROTOCOL_VERSION
+from sync.wire import PROTOCOL_VERSION, Code
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -105,7 +106,7 @@ class Heartbeats:
         self.started_s = 0.0
         self.transitions: deque[dict[str, Any]] = deque(maxlen=200)
         self._health: dict[str, str] = {}
-        self.e2e_lag_ms: dict[str, int] = {}
+        self._last_sent: dict[str, int] = {}  # per direct child: newest heartbeat accepted
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -222,6 +223,13 @@ class Heartbeats:
         node = self.node
         now = node.clock.time_ms()
         hb = check_heartbeat(self.config, body, now, int(self.config.sync.max_clock_skew_s * 1000))
+        last = self._last_sent.get(hb.sender)
+        if last is not None and hb.sent_ms <= last:
+            # A replayed heartbeat must not keep a dead node "up" (within the skew window).
+            raise HeartbeatUnauthenticated(
+                Code.REPLAY, "heartbeat is not newer than one already accepted from this node"
+            )
+        self._last_sent[hb.sender] = hb.sent_ms
         changed = self.tree.accept(hb, now)
         await node.db.write(_store_txn, changed)
         self.metrics.received.labels(hb.sender).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,26 @@ INTERVAL_S = 0.3
 MISSED = 5
 
 
-def fast_network(tmp_path: Path, *, provinces: int = 1, cities: int = 2, **net: Any) -> TestNet:
+def fast_network(
+    tmp_path: Path,
+    *,
+    provinces: int = 1,
+    cities: int = 2,
+    database_for: Callable[[str], str] | None = None,
+    **net: Any,
+) -> TestNet:
     """A network whose nodes send a heartbeat every 0.3 s and are down after 5 missed (1.5 s)."""
     testnet = make_network(
         tmp_path,
         provinces=provinces,
         cities_per_province=cities,
+        database_for=database_for,
         overrides={"retry_interval_s": 0.2, "backoff_max_s": 0.5, "backoff_initial_s": 0.1},
     )
     net.setdefault("e2e_probe_interval_s", 0)  # probes would change exact backlog counts
-    settings = NetworkConfig(heartbeat_interval_s=INTERVAL_S, down_after_missed=MISSED, **net)
+    net.setdefault("heartbeat_interval_s", INTERVAL_S)
+    net.setdefault("down_after_missed", MISSED)
+    settings = NetworkConfig(**net)
     for node_id, cfg in testnet.configs.items():
         testnet.configs[node_id] = cfg.model_copy(update={"network": settings})
     return testnet

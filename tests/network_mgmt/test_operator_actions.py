@@ -4,7 +4,7 @@ with the token's name."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,8 @@ from tests.support.network import TestNet, wait_until
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[TestNet]:
-    testnet = fast_network(tmp_path, provinces=1, cities=1)
+async def net(tmp_path: Path, database_for: Callable[[str], str]) -> AsyncIterator[TestNet]:
+    testnet = fast_network(tmp_path, provinces=1, cities=1, database_for=database_for)
     await testnet.init_all()
     await testnet.start_all()
     try:

@@ -171,3 +171,37 @@ async def test_clock_offset_is_measured_and_alerted(tmp_path: Path) -> None:
         assert [a["node"] for a in skew] == [skewed_id]
     finally:
         await testnet.stop_all()
+
+
+async def test_heartbeat_refusals_over_http_are_audited(tmp_path: Path) -> None:
+    import aiohttp
+
+    from network_mgmt.heartbeat_wire import HEARTBEAT_PATH, Heartbeat, make_heartbeat, new_nonce
+    from security.audit import AuditKind, AuditReader
+
+    testnet = fast_network(tmp_path, provinces=1, cities=1, heartbeat_interval_s=3600.0)
+    await testnet.init_all()
+    province = await testnet.start(testnet.province_ids()[0])
+    city = testnet.open(testnet.city_ids()[0])  # not started: we send its heartbeat by hand
+    try:
+        own = await city.heartbeats.own_status()  # type: ignore[union-attr]
+        pid = province.config.node_id
+        hb = Heartbeat(city.config.node_id, pid, city.clock.time_ms(), new_nonce(), (own,))
+        body = make_heartbeat(city.key, hb)
+        url = province.config.node.url + HEARTBEAT_PATH
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, data=body) as r:
+                assert r.status == 200
+            async with s.post(url, data=body) as r:  # the same bytes again: a replay
+                assert r.status == 401 and (await r.json())["error"]["code"] == "replay"
+            forged = make_heartbeat(province.key, hb)  # signed with the wrong key
+            async with s.post(url, data=forged) as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "bad_signature"
+            async with s.post(url, data=b"\x93garbage") as r:
+                assert r.status == 400
+        refused = await AuditReader(province.db).entries(kind=AuditKind.REQUEST_REJECTED)
+        assert {e.code for e in refused} >= {"replay", "bad_signature", "malformed"}
+        assert (await _tree(province))[city.config.node_id]["health"] == "up"
+    finally:
+        await city.stop()
+        await testnet.stop_all()
