@@ -50,7 +50,7 @@ def test_every_network_alert_fires_in_a_unit_test() -> None:
 
 def test_network_rules_use_metrics_the_nodes_export() -> None:
     """Without promtool: every lsnet_node_* metric the rules use is one the heartbeat exports."""
-    source = (PROM.parent.parent / "network_mgmt" / "heartbeat.py").read_text(encoding="utf-8")
+    source = (PROM.parent.parent / "network_mgmt" / "metrics.py").read_text(encoding="utf-8")
     rules = (PROM / "lsnet-network.rules.yml").read_text(encoding="utf-8")
     for metric in set(re.findall(r"\b(lsnet_node_[a-z_]+|lsnet_heartbeat[a-z_]*)", rules)):
         base = metric.removesuffix("_total")
