@@ -52,6 +52,6 @@ def test_network_rules_use_metrics_the_nodes_export() -> None:
     """Without promtool: every lsnet_node_* metric the rules use is one the heartbeat exports."""
     source = (PROM.parent.parent / "network_mgmt" / "metrics.py").read_text(encoding="utf-8")
     rules = (PROM / "lsnet-network.rules.yml").read_text(encoding="utf-8")
-    for metric in set(re.findall(r"\b(lsnet_node_[a-z_]+|lsnet_heartbeat[a-z_]*)", rules)):
+    for metric in set(re.findall(r"\b(lsnet_node_[a-z0-9_]+|lsnet_heartbeat[a-z_]*)", rules)):
         base = metric.removesuffix("_total")
         assert f'"{base}"' in source, metric
