@@ -10,7 +10,7 @@ import { renderEvents } from "./events.js";
 import { ago, el } from "./format.js";
 import { RateTracker, RollingHistory } from "./history.js";
 import { mountStatistics } from "./stats.js";
-import { renderTree, summarise } from "./tree.js";
+import { defaultCollapsed, renderTree, summarise } from "./tree.js";
 
 const params = new URLSearchParams(location.search);
 const POLL_MS = Math.min(60, Math.max(1, Number(params.get("refresh")) || 3)) * 1000;
@@ -28,6 +28,8 @@ const state = {
   selected: decodeURIComponent((location.hash.match(/^#node=(.+)$/) || [])[1] || ""),
   history: new RollingHistory({ windowMs: WINDOW_MS, maxPoints: Math.ceil(WINDOW_MS / POLL_MS) + 5 }),
   rates: new RateTracker(),
+  collapsed: new Set(), // node ids whose subtree is hidden
+  collapseDecided: new Set(), // node ids already collapsed by default or toggled by the operator
   polls: 0,
 };
 
@@ -64,12 +66,31 @@ function select(nodeId) {
   refreshDetail();
 }
 
+function toggle(nodeId) {
+  state.collapseDecided.add(nodeId);
+  if (state.collapsed.has(nodeId)) state.collapsed.delete(nodeId);
+  else state.collapsed.add(nodeId);
+  drawTree();
+}
+
 function drawTree() {
   const doc = state.tree;
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.nodeId : undefined;
   const tbody = $("tree").tBodies[0];
-  const filter = { text: $("tree-filter").value, problemsOnly: $("problems-only").checked };
-  const shown = renderTree(tbody, doc, state.selected, select, filter);
+  // Nodes seen for the first time in a large tree start collapsed; the operator's choices stay.
+  for (const id of defaultCollapsed(doc.nodes, doc.root)) {
+    if (!state.collapseDecided.has(id)) {
+      state.collapseDecided.add(id);
+      state.collapsed.add(id);
+    }
+  }
+  const view = {
+    text: $("tree-filter").value,
+    problemsOnly: $("problems-only").checked,
+    collapsed: state.collapsed,
+    onToggle: toggle,
+  };
+  const shown = renderTree(tbody, doc, state.selected, select, view);
   $("tree-shown").textContent = shown === doc.nodes.length ? "" : `${shown} of ${doc.nodes.length} shown`;
   if (focused) {
     const row = tbody.querySelector(`tr[data-node-id="${CSS.escape(focused)}"]`);
@@ -195,6 +216,7 @@ async function pollEvents() {
 
 async function poll() {
   const now = Date.now();
+  state.history.begin(now); // one history slot per poll, shared by the tree and the rates
   await Promise.all([pollTree(now), pollThroughput(now), pollEvents()]);
   if (state.selected) await refreshDetail();
   drawCharts(Date.now());

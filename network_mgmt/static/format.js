@@ -25,9 +25,11 @@ export function seconds(s) {
   return (s / 86400).toFixed(1) + " d";
 }
 
+const NUMBER = new Intl.NumberFormat("en");
+
 export function count(n) {
   if (n === null || n === undefined) return "–";
-  return Number(n).toLocaleString("en");
+  return NUMBER.format(Number(n));
 }
 
 export function ago(ms, nowMs) {

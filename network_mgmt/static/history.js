@@ -1,52 +1,86 @@
-// Rolling history of samples kept in the browser for the charts. Bounded in time (windowMs) and
-// in points per series (maxPoints) and in series (maxSeries, least recently updated dropped
-// first), so a page left open for days on a network of hundreds of nodes stays small. Lost on
-// reload: the node keeps no sample history of its own.
+// Rolling history of samples kept in the browser for the charts: one shared ring of poll times
+// and, per series (a node's lag, an origin's rate), a Float32Array of the same length, NaN where
+// a poll had no value. Memory is fixed by the ring's length × the number of series (2,000 nodes
+// × 305 polls ≈ 2.4 MB), a series not written for a whole ring is dropped, and at most
+// `maxSeries` are kept (least recently written dropped first). Lost on reload: the node keeps no
+// sample history of its own.
+//
+// Use: `begin(t)` once per poll, then `add(key, t, value)` for that poll's values.
 
 export class RollingHistory {
-  constructor({ windowMs = 15 * 60 * 1000, maxPoints = 600, maxSeries = 1000 } = {}) {
+  constructor({ windowMs = 15 * 60 * 1000, maxPoints = 600, maxSeries = 20000 } = {}) {
     this.windowMs = windowMs;
-    this.maxPoints = maxPoints;
+    this.capacity = maxPoints;
     this.maxSeries = maxSeries;
-    this.series = new Map(); // key -> [[t, v], ...] oldest first
+    this.times = new Float64Array(maxPoints).fill(NaN);
+    this.head = -1; // slot of the current poll
+    this.polls = 0; // polls begun so far
+    this.series = new Map(); // key -> { values: Float32Array, lastPoll: int }, LRU order
+  }
+
+  begin(t) {
+    if (this.head >= 0 && this.times[this.head] === t) return;
+    this.head = (this.head + 1) % this.capacity;
+    this.times[this.head] = t;
+    this.polls += 1;
+    for (const [key, s] of this.series) {
+      if (this.polls - s.lastPoll >= this.capacity) this.series.delete(key);
+      else s.values[this.head] = NaN;
+    }
   }
 
   add(key, t, v) {
     if (v === null || v === undefined || !Number.isFinite(v)) return;
-    let points = this.series.get(key);
-    if (points === undefined) {
-      points = [];
+    if (this.head < 0 || this.times[this.head] !== t) this.begin(t);
+    let s = this.series.get(key);
+    if (s === undefined) {
+      s = { values: new Float32Array(this.capacity).fill(NaN), lastPoll: 0 };
     } else {
-      this.series.delete(key); // re-insert: Map order = least recently updated first
+      this.series.delete(key); // re-insert: Map order = least recently written first
     }
-    points.push([t, v]);
-    const cutoff = t - this.windowMs;
-    let drop = 0;
-    while (drop < points.length && points[drop][0] < cutoff) drop++;
-    drop = Math.max(drop, points.length - this.maxPoints);
-    if (drop > 0) points.splice(0, drop);
-    this.series.set(key, points);
-    while (this.series.size > this.maxSeries) {
-      this.series.delete(this.series.keys().next().value);
-    }
+    s.values[this.head] = v;
+    s.lastPoll = this.polls;
+    this.series.set(key, s);
+    while (this.series.size > this.maxSeries) this.series.delete(this.series.keys().next().value);
   }
 
+  // [[t, v], ...] oldest first, within the window that ends at the newest poll.
   get(key) {
-    return this.series.get(key) || [];
+    const s = this.series.get(key);
+    if (s === undefined || this.head < 0) return [];
+    const cutoff = this.times[this.head] - this.windowMs;
+    const out = [];
+    for (let i = 1; i <= this.capacity; i++) {
+      const slot = (this.head + i) % this.capacity;
+      const t = this.times[slot];
+      const v = s.values[slot];
+      if (Number.isNaN(t) || t < cutoff || Number.isNaN(v)) continue;
+      out.push([t, v]);
+    }
+    return out;
   }
 
   keys() {
     return [...this.series.keys()];
   }
 
+  // The newest value of a series within the window (a failed poll leaves a gap, not a null).
   latest(key) {
-    const p = this.get(key);
-    return p.length ? p[p.length - 1][1] : null;
+    const s = this.series.get(key);
+    if (s === undefined || this.head < 0) return null;
+    const cutoff = this.times[this.head] - this.windowMs;
+    for (let i = 0; i < this.capacity; i++) {
+      const slot = (this.head - i + this.capacity) % this.capacity;
+      const t = this.times[slot];
+      if (Number.isNaN(t) || t < cutoff) return null;
+      if (!Number.isNaN(s.values[slot])) return s.values[slot];
+    }
+    return null;
   }
 
   size() {
     let n = 0;
-    for (const p of this.series.values()) n += p.length;
+    for (const key of this.series.keys()) n += this.get(key).length;
     return n;
   }
 }

@@ -16,6 +16,7 @@ sleep.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,6 +130,16 @@ async def test_ministry_page_shows_the_tree_and_a_stopped_city_turns_red(
             row = page.locator(f'#tree tr[data-node-id="{other}"]')
             await expect(row).to_have_attribute("data-health", "up", timeout=DOWN_WITHIN_MS)
     await expect(page.locator("#summary")).to_contain_text("1 down")
+
+    # Collapsing the city's province hides its cities and flags the trouble below it.
+    province_id = net.configs[city].parent.id  # type: ignore[union-attr]
+    province_row = page.locator(f'#tree tr[data-node-id="{province_id}"]')
+    await province_row.locator("button.toggle").click()
+    await expect(rows).to_have_count(len(everyone) - 2)
+    await expect(province_row).to_have_class(re.compile(r"\btrouble-below\b"))
+    await expect(province_row.locator(".below")).to_have_text("2 below · 1 down")
+    await province_row.locator("button.toggle").click()
+    await expect(rows).to_have_count(len(everyone))
 
     # Drill-down: the stopped city's last known state, its link and errors.
     await city_row.click()

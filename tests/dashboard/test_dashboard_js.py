@@ -92,8 +92,15 @@ async def test_tree_order_filters_and_scale(page: Any) -> None:
           ];
           const order = t.treeOrder(nodes, '100000').map(([x, d]) => x.node_id + ':' + d);
           const attention = nodes.filter((x) => t.needsAttention(x, 'r2')).map((x) => x.node_id);
+          const folded = t.treeOrder(nodes, '100000', new Set(['320000']));
+          const big = Array.from({ length: 250 }, (_, i) =>
+            n(String(400000 + i),
+              i === 0 ? null : i < 10 ? '400000' : String(400000 + (i % 9) + 1)));
           return {
             order, attention: attention.sort(),
+            folded: folded.map(([x, d, below]) => [x.node_id, d, below]),
+            small: [...t.defaultCollapsed(nodes, '100000')],
+            big: [...t.defaultCollapsed(big, '400000')].length,
             summary: t.summarise(nodes),
             byName: nodes.filter((x) => t.matches(x, 'n3202')).map((x) => x.node_id),
             scale: [0, 0.3, 1, 7, 11, 4000].map(c.niceMax),
@@ -109,6 +116,16 @@ async def test_tree_order_filters_and_scale(page: Any) -> None:
         "330000:1",
         "999999:0",  # an orphan (its parent is not in the tree) is still shown
     ]
+    up3 = {"up": 3, "down": 0, "unknown": 0, "total": 3}
+    none = {"up": 0, "down": 0, "unknown": 0, "total": 0}
+    assert out["folded"] == [
+        ["100000", 0, {"up": 4, "down": 1, "unknown": 0, "total": 5}],
+        ["320000", 1, up3],  # collapsed: its cities are counted, not listed
+        ["330000", 1, none],
+        ["999999", 0, none],
+    ]
+    assert out["small"] == []  # a small tree starts expanded
+    assert out["big"] == 9  # a large one starts with every node that has children collapsed
     assert out["attention"] == ["320200", "320300", "330000", "999999"]
     assert out["summary"] == "7 nodes · 5 up · 1 down · 1 unknown"
     assert out["byName"] == ["320200"]
