@@ -106,9 +106,10 @@ export function renderTree(tbody, doc, selectedId, onSelect, view = {}) {
     const health = ["up", "down", "unknown"].includes(n.health) ? n.health : "unknown";
     const behind = rootRelease && n.release && n.release !== rootRelease;
     const lagTitle = n.e2e_lag_s !== undefined && n.e2e_lag_s !== null ? `end-to-end probe: ${seconds(n.e2e_lag_s)}` : undefined;
-    const isCollapsed = !filtering && collapsed.has(n.node_id) && below.total > 0;
+    const foldable = below.total > 0 && !filtering && n.node_id !== doc.root;
+    const isCollapsed = foldable && collapsed.has(n.node_id);
     const toggle =
-      below.total > 0 && !filtering
+      foldable
         ? el(
             "button",
             {
