@@ -146,8 +146,7 @@ class Heartbeats:
     async def own_status(self) -> NodeStatus:
         node = self.node
         now = node.clock.time_ms()
-        view = await node.store.status()
-        held, _ = await self.admin.quarantine_counts()
+        view = await self.admin.backlog()
         up = node.upstream
         errors = list(up.recent_errors)[-5:] if up is not None else []
         if self.last_error:
@@ -164,13 +163,13 @@ class Heartbeats:
             release=node.standards_version,
             reported_ms=now,
             uptime_ms=int(max(0.0, node.clock.monotonic() - self.started_s) * 1000),
-            backlog=view.backlog_changes if up is not None else 0,
-            lag_ms=int(view.lag_seconds(now) * 1000) if up is not None else 0,
+            backlog=view.changes if up is not None else 0,
+            lag_ms=view.lag_ms(now) if up is not None else 0,
             last_push_ms=up.state.last_success_ms if up is not None else 0,
             db_bytes=size if size is not None else -1,
             errors=up.error_count if up is not None else 0,
             security_events=_counter_total(security),
-            quarantined=held,
+            quarantined=view.held,
             link_mode=self.link_mode(),
             next_retry_ms=up.state.backoff_until_ms if up is not None else 0,
             clock_offset_ms=self.offset_ms,

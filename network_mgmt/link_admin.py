@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from node.db import Database
-from node.schema import batches, link_controls, quarantine_actions
-from node.store import insert_for
+from node.schema import batches, changelog, link_controls, quarantine_actions
+from node.store import insert_for, read_meta_txn
 from sync.wire import BatchHeader, WireError, decode_body
 
 MAX_REASON = 2000
@@ -156,6 +156,42 @@ def _decide_txn(
     return _row_doc(row)
 
 
+@dataclass(frozen=True)
+class BacklogView:
+    """What waits to go upward: cheap to read (no scan of `records`), for every heartbeat."""
+
+    changes: int
+    oldest_ms: int | None
+    held: int  # quarantined batches waiting for a decision
+
+    def lag_ms(self, now_ms: int) -> int:
+        return 0 if self.oldest_ms is None else max(0, now_ms - self.oldest_ms)
+
+
+def backlog_txn(conn: Connection) -> BacklogView:
+    meta = read_meta_txn(conn)
+    pending = conn.execute(
+        select(
+            func.coalesce(func.sum(batches.c.last_seq - batches.c.first_seq + 1), 0),
+            func.min(batches.c.created_ms),
+        ).where(batches.c.acked.is_(False))
+    ).one()
+    unbatched = conn.execute(
+        select(func.min(changelog.c.created_ms)).where(changelog.c.seq > meta.batched_seq)
+    ).scalar()
+    oldest = [v for v in (pending[1], unbatched) if v is not None]
+    held = conn.execute(
+        select(func.count())
+        .select_from(batches)
+        .where(batches.c.quarantined.is_(True), batches.c.acked.is_(False))
+    ).scalar_one()
+    return BacklogView(
+        changes=int(pending[0]) + (meta.last_seq - meta.batched_seq),
+        oldest_ms=min(oldest) if oldest else None,
+        held=int(held),
+    )
+
+
 def set_paused_txn(conn: Connection, control: LinkControl) -> None:
     values: dict[str, Any] = {
         "paused": control.paused,
@@ -211,6 +247,9 @@ class LinkAdmin:
 
     async def skip(self, batch_id: int, reason: str, operator: str, now_ms: int) -> dict[str, Any]:
         return await self.db.write(_decide_txn, batch_id, "skip", reason, operator, now_ms)
+
+    async def backlog(self) -> BacklogView:
+        return await self.db.read(backlog_txn)
 
     async def set_paused(self, control: LinkControl) -> None:
         await self.db.write(set_paused_txn, control)

@@ -92,8 +92,8 @@ class TreeState:
         return out
 
     def load(self, rows: Iterable[Seen]) -> None:
-        for seen in rows:
-            if seen.status.node_id in self.places:
+        for seen in rows:  # what arrived since start is newer than the table
+            if seen.status.node_id in self.places and seen.status.node_id not in self.seen:
                 self.seen[seen.status.node_id] = seen
 
     # -- judgement -----------------------------------------------------------------------------
