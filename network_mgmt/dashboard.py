@@ -2,10 +2,11 @@
 
 The page (network_mgmt/static/) is plain HTML, CSS and ES modules with no third-party code and
 no CDN (the intranet has no internet). It reads the node's own JSON API from the browser:
-`/v1/network/tree` (topology and health), `/v1/network/node/{id}` (drill-down), `/v1/status`
-(throughput), `/v1/security/events` (security feed); operator actions call `/v1/admin/...` with
-the operator token the user pasted into the page. Lag and throughput charts come from a rolling
-history the page keeps in the browser (bounded; lost on reload): the server keeps no samples.
+`/v1/network/tree` (topology and health), `/v1/network/node/{id}` (drill-down),
+`/v1/network/alerts`, `/v1/status` (throughput), `/v1/security/events` (security feed);
+operator actions call `/v1/admin/...` with the operator token the user pasted into the page.
+Lag and throughput charts come from a rolling history the page keeps in the browser (bounded;
+lost on reload): the server keeps no samples.
 
 This module only serves files: a fixed allow-list of names read once at start-up, each with its
 content type, an ETag (answering 304 to a matching `If-None-Match`), `Cache-Control: no-cache`
@@ -46,6 +47,7 @@ ASSETS: dict[str, str] = {
     "tree.js": "text/javascript; charset=utf-8",
     "detail.js": "text/javascript; charset=utf-8",
     "events.js": "text/javascript; charset=utf-8",
+    "alerts.js": "text/javascript; charset=utf-8",
     "stats.js": "text/javascript; charset=utf-8",
 }
 

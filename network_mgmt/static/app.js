@@ -3,6 +3,7 @@
 // how fresh the data is (stale after three missed polls). Charts come from a bounded rolling
 // history kept in this tab (history.js); nothing is stored on the server for them.
 
+import { renderAlerts } from "./alerts.js";
 import { ApiError, getJSON, getToken, postJSON, setToken } from "./api.js";
 import { lineChart } from "./charts.js";
 import { renderDetail } from "./detail.js";
@@ -214,10 +215,22 @@ async function pollEvents() {
   }
 }
 
+async function pollAlerts() {
+  const note = $("alerts-note");
+  try {
+    const doc = await getJSON("/v1/network/alerts");
+    renderAlerts($("alerts"), doc.alerts, select);
+    const critical = doc.alerts.filter((a) => a.severity === "critical").length;
+    note.textContent = doc.alerts.length ? `(${doc.alerts.length}, ${critical} critical)` : "";
+  } catch (err) {
+    note.textContent = `(unavailable: ${err.message})`;
+  }
+}
+
 async function poll() {
   const now = Date.now();
   state.history.begin(now); // one history slot per poll, shared by the tree and the rates
-  await Promise.all([pollTree(now), pollThroughput(now), pollEvents()]);
+  await Promise.all([pollTree(now), pollThroughput(now), pollEvents(), pollAlerts()]);
   if (state.selected) await refreshDetail();
   drawCharts(Date.now());
   showFreshness();

@@ -130,6 +130,9 @@ async def test_ministry_page_shows_the_tree_and_a_stopped_city_turns_red(
             row = page.locator(f'#tree tr[data-node-id="{other}"]')
             await expect(row).to_have_attribute("data-health", "up", timeout=DOWN_WITHIN_MS)
     await expect(page.locator("#summary")).to_contain_text("1 down")
+    down_alert = page.locator(f'#alerts li[data-alert="node_down"][data-node="{city}"]')
+    await expect(down_alert).to_have_count(1, timeout=10_000)
+    await expect(down_alert.locator(".badge")).to_have_text("critical")
 
     # Collapsing the city's province hides its cities and flags the trouble below it.
     province_id = net.configs[city].parent.id  # type: ignore[union-attr]
