@@ -255,7 +255,7 @@ class NetworkConfig(_Frozen):
     down_after_missed: int = Field(default=3, ge=1, le=1000)
     lag_alert_s: float = Field(default=600.0, gt=0)
     clock_skew_alert_ms: int = Field(default=2000, ge=1)
-    release_expiry_alert_s: float = Field(default=3 * 86400.0, gt=0)
+    release_expiry_alert_s: float = Field(default=12 * 3600.0, gt=0)  # timestamps live 24 h
     security_burst: int = Field(default=20, ge=1)
     # End-to-end lag probe records through the data path (network_mgmt.probe); 0 = off.
     e2e_probe_interval_s: float = Field(default=30.0, ge=0, le=86400)

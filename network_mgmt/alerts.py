@@ -73,6 +73,18 @@ def compute_alerts(tree: dict[str, Any], settings: NetworkConfig) -> list[dict[s
                     release,
                 )
             )
+        expires = n.get("release_expires_ms")
+        left_s = (expires - tree["generated_ms"]) / 1000 if expires else None
+        if left_s is not None and left_s < settings.release_expiry_alert_s:
+            out.append(
+                _alert(
+                    "standards_near_expiry",
+                    "critical",
+                    nid,
+                    f"standards metadata expires in {max(0.0, left_s) / 3600:.1f} h",
+                    round(left_s),
+                )
+            )
         offset = n.get("clock_offset_ms")
         if offset is not None and abs(offset) > settings.clock_skew_alert_ms:
             out.append(

@@ -177,7 +177,14 @@ class Heartbeats:
             recent_errors=tuple(RecentError(t, m[:500]) for t, m in errors),
             health=UP,
             last_seen_ms=now,
+            extra={"release_expires_ms": self._release_expires_ms()},
         )
+
+    def _release_expires_ms(self) -> int:
+        """When this node's verified standards metadata expires (0 = unknown or built-in)."""
+        standards = self.node.standards
+        expires = standards.client.expires() if standards is not None else None
+        return int(expires.timestamp() * 1000) if expires is not None else 0
 
     def link_mode(self) -> str:
         up = self.node.upstream

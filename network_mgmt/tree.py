@@ -178,4 +178,5 @@ def node_entry(
         "db_bytes": (s.db_bytes if s.db_bytes >= 0 else None) if s else None,
         "e2e_lag_s": _s(s.e2e_lag_ms) if s else None,
         "reported_ms": s.reported_ms if s else None,
+        "release_expires_ms": (s.extra.get("release_expires_ms") or None) if s else None,
     }

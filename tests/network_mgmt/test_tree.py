@@ -97,7 +97,7 @@ def test_alerts_from_a_tree(ministry: NodeConfig) -> None:
         (status(p1, me, level="province", release="std-2"),
          status(c1, p1, lag_ms=120_000, backlog=50, link_mode="backing_off", release="std-1"),
          status(c2, p1, health="down", clock_offset_ms=-4000, security_events=9, quarantined=2,
-                release="std-2")),
+                release="std-2", extra={"release_expires_ms": NOW + 3600_000})),
     )  # fmt: skip
     tree.accept(hb, NOW)
     doc = tree.document(status(me, "", level="ministry", release="std-2"), NOW)
@@ -115,6 +115,7 @@ def test_alerts_from_a_tree(ministry: NodeConfig) -> None:
         ("clock_skew", c2),
         ("security_events", c2),
         ("poison_batches", c2),
+        ("standards_near_expiry", c2),
     }
     alerts = compute_alerts(doc, settings)
     assert alerts[0]["severity"] == "critical"  # most severe first
