@@ -130,8 +130,19 @@ async def test_stopped_province_makes_its_subtree_unknown(net: TestNet) -> None:
         15,
         "the city did not notice its parent is unreachable",
     )
+    # ... and their backlog grows while the link backs off.
+    from node.datagen import generate_records
+
+    await net.ingest(cities[0], generate_records(cities[0], 10, seed=7))  # type: ignore[arg-type]
+
+    async def backing_off() -> bool:
+        _, doc = await get_json(city, f"/v1/network/node/{cities[0]}")
+        return doc["backlog"] == 10 and doc["links"][0]["mode"] == "backing_off"
+
+    await wait_until(backing_off, 15, "the city's link did not back off with a backlog")
     await net.start(province)
     await wait_until(all_up, 20, "the province and its cities did not recover")
+    await net.wait_converged(20)  # by themselves: no operator action
 
 
 class SkewedClock(SystemClock):
