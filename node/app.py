@@ -277,6 +277,8 @@ class Node:
                 ssl_context=server_context(self.config),
             )
             await site.start()
+        if self.heartbeats is not None:  # before the upstream queue: it honours a persisted pause
+            await self.heartbeats.start()
         if self.upstream is not None:
             await self.upstream.start()
             upstream = self.upstream
@@ -310,8 +312,6 @@ class Node:
                     await self.keep_standards_fresh()
         if self.security_feed is not None and self.config.parent is not None:
             self.jobs.every("security-report", REPORT_INTERVAL_S, self.report_security)
-        if self.heartbeats is not None:
-            await self.heartbeats.start()
         self.jobs.every("refresh-gauges", 15.0, self.refresh_gauges)
         self.jobs.start()
         log.info(
