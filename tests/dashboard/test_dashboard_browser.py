@@ -33,6 +33,7 @@ CHROMIUM = os.environ.get("LSNET_CHROMIUM") or shutil.which("chromium") or "/usr
 
 try:
     from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # pragma: no cover - the test extra installs it
     async_playwright = None  # type: ignore[assignment]
 
@@ -88,6 +89,10 @@ async def _open(browser: Browser, url: str, errors: list[str]) -> Page:
         ),
     )
     await page.goto(url + f"/?refresh={REFRESH_S}")
+    try:  # the page's first poll completes (it counts polls in <body data-polls>)
+        await page.wait_for_function("() => Number(document.body.dataset.polls || 0) >= 1")
+    except PlaywrightTimeout:
+        raise AssertionError(f"the page never completed a poll; page errors: {errors}") from None
     return page
 
 
