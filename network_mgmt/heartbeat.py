@@ -216,7 +216,7 @@ class Heartbeats:
             log.info("HB [%s] heartbeat not delivered: %s", parent.id, exc)
             return False
         received = node.clock.time_ms()
-        self.offset_ms = clock_offset_ms(sent, received, reply.parent_ms)
+        self.offset_ms = clock_offset_ms(sent, received, reply.parent_ms, reply.received_ms)
         self.last_ok_ms = received
         self.last_error = ""
         self.metrics.sent.inc()
@@ -241,7 +241,7 @@ class Heartbeats:
         self.metrics.received.labels(hb.sender).inc()
         await self.watch()
         reply = HeartbeatReply(
-            self.config.node_id, hb.sender, hb.nonce, node.clock.time_ms(), len(changed)
+            self.config.node_id, hb.sender, hb.nonce, node.clock.time_ms(), len(changed), now
         )
         return make_reply(node.key, reply)
 

@@ -177,8 +177,9 @@ class HeartbeatReply:
     responder: str
     destination: str
     nonce: bytes
-    parent_ms: int
+    parent_ms: int  # the parent's clock when it answered
     taken: int
+    received_ms: int = 0  # the parent's clock when the heartbeat arrived (0 = not said)
 
 
 def make_heartbeat(key: NodeKey, hb: Heartbeat) -> bytes:
@@ -259,6 +260,7 @@ def make_reply(key: NodeKey, reply: HeartbeatReply) -> bytes:
             "nonce": reply.nonce,
             "time": reply.parent_ms,
             "taken": reply.taken,
+            "received": reply.received_ms,
         }
     )
     return Sealed(envelope, sign(key, PURPOSE_HEARTBEAT_REPLY, envelope)).to_bytes()
@@ -286,14 +288,23 @@ def check_reply(config: NodeConfig, body: bytes, nonce: bytes) -> HeartbeatReply
         or doc.get("nonce") != nonce
         or not _int(doc.get("time"))
         or not _int(doc.get("taken"))
+        or not _int(doc.get("received", 0))
     ):
         raise HeartbeatRejected(Code.MALFORMED, "heartbeat reply is not for this heartbeat")
-    return HeartbeatReply(parent.id, config.node_id, nonce, doc["time"], doc["taken"])
+    return HeartbeatReply(
+        parent.id, config.node_id, nonce, doc["time"], doc["taken"], doc.get("received", 0)
+    )
 
 
-def clock_offset_ms(send_ms: int, receive_ms: int, parent_ms: int) -> int:
-    """The parent's clock minus ours, assuming the answer was made half-way through the exchange."""
-    return parent_ms - (send_ms + receive_ms) // 2
+def clock_offset_ms(
+    send_ms: int, receive_ms: int, parent_ms: int, parent_received_ms: int = 0
+) -> int:
+    """The parent's clock minus ours, NTP-style: ((t2 − t1) + (t3 − t4)) / 2 with t1 = our send,
+    t2 = the parent's receipt, t3 = its answer, t4 = our receipt, so the time the parent spent
+    on the heartbeat does not count. Without t2, the answer is taken as made half-way."""
+    if not parent_received_ms:
+        return parent_ms - (send_ms + receive_ms) // 2
+    return ((parent_received_ms - send_ms) + (parent_ms - receive_ms)) // 2
 
 
 def statuses_of(nodes: Sequence[NodeStatus]) -> dict[str, NodeStatus]:

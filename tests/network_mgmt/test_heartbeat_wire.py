@@ -74,6 +74,9 @@ def test_round_trip_and_offset(net: dict[str, tuple[NodeConfig, NodeKey]]) -> No
     assert checked.parent_ms == NOW + 2000
     # Sent at NOW, answered at NOW+100 (our clock), the parent said NOW+2000 → parent is ahead.
     assert clock_offset_ms(NOW, NOW + 100, checked.parent_ms) == 1950
+    # NTP form: sent at NOW, arrived NOW+2010 (parent), answered NOW+2090 (parent), back at
+    # NOW+110 (ours): 80 ms of the parent's work do not count; one-way delay 15 ms each.
+    assert clock_offset_ms(NOW, NOW + 110, NOW + 2090, NOW + 2010) == 1995
     with pytest.raises(HeartbeatRejected):
         check_reply(child_cfg, reply, b"x" * 16)  # not the answer to this heartbeat
     with pytest.raises(HeartbeatUnauthenticated):

@@ -96,7 +96,12 @@ async def test_stopped_city_turns_down_and_recovers(net: TestNet) -> None:
 
     await wait_until(city_down, 15, "the stopped city did not turn down at the ministry")
     others = [n for n in everyone if n != city]
-    assert _all(await _tree(ministry), "up", others)
+
+    async def others_up() -> bool:
+        tree = await _tree(ministry)
+        return tree[city]["health"] == "down" and _all(tree, "up", others)
+
+    await wait_until(others_up, 15, "the other nodes did not stay up")
     assert any(t["node_id"] == city and t["to"] == "down" for t in province.heartbeats.transitions)  # type: ignore[union-attr]
 
     await net.start(city)
@@ -154,7 +159,7 @@ class SkewedClock(SystemClock):
 
 
 async def test_clock_offset_is_measured_and_alerted(tmp_path: Path) -> None:
-    testnet = fast_network(tmp_path, provinces=1, cities=2, clock_skew_alert_ms=1000)
+    testnet = fast_network(tmp_path, provinces=1, cities=2, clock_skew_alert_ms=2000)
     await testnet.init_all()
     await testnet.start(testnet.ministry_id)
     await testnet.start(testnet.province_ids()[0])
@@ -175,7 +180,7 @@ async def test_clock_offset_is_measured_and_alerted(tmp_path: Path) -> None:
         await wait_until(measured, 15, "clock offsets were not reported")
         tree = await _tree(ministry)
         assert 3000 <= tree[skewed_id]["clock_offset_ms"] <= 5000  # type: ignore[operator]
-        assert abs(tree[normal_id]["clock_offset_ms"]) < 1000  # type: ignore[arg-type]
+        assert abs(tree[normal_id]["clock_offset_ms"]) < 2000  # type: ignore[arg-type]
         status, doc = await get_json(ministry, "/v1/network/alerts")
         assert status == 200
         skew = [a for a in doc["alerts"] if a["alert"] == "clock_skew"]
