@@ -263,6 +263,20 @@ class ApiConfig(_Frozen):
         return value
 
 
+class NetworkConfig(_Frozen):
+    """Network management (network_mgmt): heartbeats to the parent and alert thresholds."""
+
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    down_after_missed: int = Field(default=3, ge=1, le=1000)
+    lag_alert_s: float = Field(default=600.0, gt=0)
+    clock_skew_alert_ms: int = Field(default=2000, ge=1)
+    release_expiry_alert_s: float = Field(default=12 * 3600.0, gt=0)  # timestamps live 24 h
+    security_burst: int = Field(default=20, ge=1)
+    # End-to-end lag probe records through the data path (network_mgmt.probe); 0 = off (the
+    # default until the demo and the process tests stop equating change-log seqs with records).
+    e2e_probe_interval_s: float = Field(default=0.0, ge=0, le=86400)
+
+
 class NodeConfig(_Frozen):
     node: NodeSection
     parent: ParentConfig | None = None
@@ -272,6 +286,7 @@ class NodeConfig(_Frozen):
     api: ApiConfig = ApiConfig()
     standards: StandardsConfig = StandardsConfig()
     tls: TlsConfig = TlsConfig()
+    network: NetworkConfig = NetworkConfig()
 
     @model_validator(mode="after")
     def _shape(self) -> NodeConfig:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from hierarchy_config.model import NodeConfig
 from hierarchy_config.standards import Issue, StandardsError
+from network_mgmt.heartbeat import Heartbeats
 from network_mgmt.rollout import REPORT_PATH, RolloutView
 from network_mgmt.security_feed import REPORT_INTERVAL_S, FeedError, SecurityFeed
 from network_mgmt.security_feed import REPORT_PATH as SECURITY_REPORT_PATH
@@ -71,6 +72,7 @@ class Node:
     standards: StandardsChannel | None = None
     rollout: RolloutView | None = None
     security_feed: SecurityFeed | None = None
+    heartbeats: Heartbeats | None = None
     runner: web.AppRunner | None = None
     started_monotonic: float = 0.0
     _gauges: dict[str, Gauge] = field(default_factory=dict)
@@ -310,6 +312,7 @@ class Node:
                 metrics=AntiEntropyMetrics(registry),
                 on_requeued=upstream.poke,
             )
+        node.heartbeats = Heartbeats(node)
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )
@@ -365,6 +368,8 @@ class Node:
                 ssl_context=server_context(self.config),
             )
             await site.start()
+        if self.heartbeats is not None:  # before the upstream queue: it honours a persisted pause
+            await self.heartbeats.start()
         if self.upstream is not None:
             await self.promote_kept()  # the release may have changed while the node was down
             await self.upstream.start()

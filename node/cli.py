@@ -531,12 +531,23 @@ def records_warnings(config_path: Path, limit: int, as_json: bool) -> None:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--tree",
+    is_flag=True,
+    help="The whole subtree from the running node: health, lag, backlog, release per node.",
+)
 @friendly
-def status(config_path: Path, as_json: bool) -> None:
-    """Node id and level, epoch, records per origin, watermarks, backlog, parent link."""
+def status(config_path: Path, as_json: bool, tree: bool) -> None:
+    """Node id and level, epoch, records per origin, watermarks, backlog, parent link.
+    With --tree: every node of this node's subtree, as the running node sees it."""
     from node.status_cli import collect_status, render_status
 
     config = _load(config_path)
+    if tree:
+        from node.network_cli import show_tree
+
+        show_tree(config, as_json)
+        return
     doc = asyncio.run(collect_status(config))
     if as_json:
         click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
@@ -653,6 +664,8 @@ def demo(
 from node import (  # noqa: E402, F401
     audit_cli,
     keys_cli,
+    links_cli,
+    network_cli,
     recover_cli,
     simulate_cli,
     standards_cli,

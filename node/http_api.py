@@ -393,4 +393,11 @@ def build_app(node: Node) -> web.Application:
     app.router.add_post(REVOCATIONS_PATH, post_key_revocations)
     app.router.add_post(KEY_EVENTS_PATH, post_key_events)
     add_stats_routes(app, node)
+    from network_mgmt import admin_api, tree_api
+
+    tree_api.add_routes(app)
+    admin_api.add_routes(app)
+    from network_mgmt import dashboard
+
+    dashboard.add_routes(app)  # the web page at / and its /static/ files
     return app

@@ -82,6 +82,7 @@ PEER_ROUTES: tuple[PeerRoute, ...] = (
     PeerRoute("POST", "/v1/sync/summary", Role.CHILD),  # anti-entropy
     PeerRoute("POST", "/v1/sync/repair", Role.CHILD),
     PeerRoute("POST", "/v1/sync/restore", Role.CHILD),  # restore from parent
+    PeerRoute("POST", "/v1/network/heartbeat", Role.CHILD),
 )
 
 PEER_KEY: web.RequestKey[str] = web.RequestKey("lsnet_peer", str)

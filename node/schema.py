@@ -278,3 +278,47 @@ apply_log = Table(
 )
 Index("ix_apply_log_origin", apply_log.c.origin, apply_log.c.epoch, apply_log.c.first_seq)
 Index("ix_records_origin_seq", records.c.owner, records.c.epoch, records.c.seq)
+
+# Network management (network_mgmt.heartbeat): the latest status of each node of the subtree as
+# its carrier (a direct child, `via`) reported it, JSON; `received_ms` on this node's clock.
+node_status = Table(
+    "node_status",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("via", String(64), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+)
+
+# Operator controls of the link to a peer (network_mgmt.link_admin): paused survives restarts.
+link_controls = Table(
+    "link_controls",
+    metadata,
+    Column("peer", String(64), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("changed_by", String(128), nullable=False),
+    Column("changed_ms", BigInteger, nullable=False),
+)
+
+# Every operator decision on a quarantined batch (replay or skip), with reason and operator.
+quarantine_actions = Table(
+    "quarantine_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("operator", String(128), nullable=False),
+    Column("time_ms", BigInteger, nullable=False),
+)
+Index("ix_quarantine_actions_batch", quarantine_actions.c.batch_id)
+
+# End-to-end probes (network_mgmt.probe): per origin, the newest probe record applied here.
+e2e_probes = Table(
+    "e2e_probes",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("sent_ms", BigInteger, nullable=False),
+    Column("arrived_ms", BigInteger, nullable=False),
+)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import random
+from collections import deque
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,12 @@ class UpstreamQueue:
         self.in_flight = False
         self.transfers = 0
         self.events: SecurityEvents | None = None
+        # Operator controls (network_mgmt.link_admin persists `paused`); the recent failures of
+        # this link, newest last, for `lsnet links errors` and the heartbeat.
+        self.paused = False
+        self.recent_errors: deque[tuple[int, str]] = deque(maxlen=50)
+        self.error_count = 0
+        self._kick = asyncio.Event()
 
     @property
     def mode(self) -> Mode:
@@ -123,6 +130,16 @@ class UpstreamQueue:
     def poke(self) -> None:
         """New work may be waiting (a local change, a relayed batch, the retry job)."""
         self._wake.set()
+
+    async def retry_now(self) -> None:
+        """Operator action: forget the failure count and backoff delay and try at once."""
+        old = self.state
+        self.state = LinkState(
+            old.peer, old.mode, 0, 0, old.last_success_ms, old.last_error, old.last_error_ms
+        )
+        await self.store.save_link(self.state)
+        self._kick.set()
+        self.poke()
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Stop after the in-flight transfer finishes, or abandon it after `grace_s`.
@@ -153,6 +170,8 @@ class UpstreamQueue:
                 raise
             if self._stopping:
                 break
+            if self.paused:
+                continue
             try:
                 more = await self.transfer_once()
             except PeerUnavailable as exc:
@@ -171,7 +190,15 @@ class UpstreamQueue:
         # ran ahead (and was then corrected) must not stall the link for the size of the error.
         wait_ms = min(wait_ms, int(self.settings.backoff_max_s * 1000))
         if wait_ms > 0:
-            await self.clock.sleep(wait_ms / 1000.0)
+            # Only an operator's retry-now (`kick`) cuts a backoff delay short, not a poke.
+            kick = asyncio.ensure_future(self._kick.wait())
+            sleep = asyncio.ensure_future(self.clock.sleep(wait_ms / 1000.0))
+            try:
+                await asyncio.wait({kick, sleep}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                kick.cancel()
+                sleep.cancel()
+            self._kick.clear()
             return
         await self._wake.wait()
         self._wake.clear()
@@ -289,6 +316,10 @@ class UpstreamQueue:
             message,
         )
         await self.store.quarantine(batch.id, code, message)
+        self._note_error(
+            f"batch {batch.origin} [{batch.first_seq}, {batch.last_seq}] "
+            f"quarantined: {code} {message}"
+        )
         self.metrics.quarantined.labels(
             batch.origin, code if code in CONTENT_CODES else "other"
         ).inc()
@@ -339,6 +370,7 @@ class UpstreamQueue:
             now,
         )
         self.metrics.transfer_failures.labels(self.parent.id).inc()
+        self._note_error(message)
         log.warning(
             "UP [%s] transfer failed (%d in a row), retrying in %.1fs: %s",
             self.parent.id,
@@ -351,6 +383,10 @@ class UpstreamQueue:
         except Exception:
             log.exception("UP [%s] could not persist link state", self.parent.id)
         self._set_mode_metric()
+
+    def _note_error(self, message: str) -> None:
+        self.error_count += 1
+        self.recent_errors.append((self.clock.time_ms(), message[:500]))
 
     def _set_mode_metric(self) -> None:
         for mode in Mode:

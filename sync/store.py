@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
+from network_mgmt.probe import is_probe, note_probes_txn
 from node.db import Database
 from node.schema import apply_log, batches, changelog, links, node_meta, watermarks
 from node.store import insert_for, payload_json, read_meta_txn, record_hash
@@ -324,6 +325,7 @@ def apply_batch_txn(
             f"batch [{h.first_seq}, {h.last_seq}] of {h.origin} does not chain to the batch "
             f"applied before it",
         )
+    probes = [c for c in vb.changes if is_probe(c.record_type)]
     rows = [
         {
             "record_type": c.record_type,
@@ -339,8 +341,10 @@ def apply_batch_txn(
             "updated_ms": now_ms,
         }
         for c in vb.changes
+        if not is_probe(c.record_type)
     ]
     upsert_for_epoch(conn, h.origin, h.epoch, rows)  # a re-installed origin's new epoch wins
+    note_probes_txn(conn, h.origin, probes, now_ms)  # end-to-end lag probes: not records
     _store_batch(
         conn, h, vb.signed, vb.header_hash, source="relay", acked=not keep_for_relay, now_ms=now_ms
     )

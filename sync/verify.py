@@ -16,6 +16,7 @@ from enum import StrEnum
 from nacl.signing import VerifyKey
 
 from hierarchy_config.model import LimitsConfig
+from network_mgmt.probe import check_probe, is_probe
 from node.records import RecordInvalid
 from node.validation import BuiltinValidator, RecordValidator
 from security.keyring import KeyCode, KeyRefused, KeyRing
@@ -95,6 +96,9 @@ def verify_batch(
     rules = rules_for(origin) if rules_for is not None else BuiltinValidator()
     check = check_change if validate_records else check_change_key
     for change in changes:
+        if is_probe(change.record_type):  # end-to-end lag probe: not a record (network_mgmt)
+            check_probe(change, origin)
+            continue
         check(change, rules)
     return VerifiedBatch(signed, header, header_hash(signed.header_bytes), changes)
 

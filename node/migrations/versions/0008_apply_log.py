@@ -7,7 +7,7 @@ observable (the exactly-once checker counts 'push' rows per (origin, epoch, seq)
 `ix_records_origin_seq` lets anti-entropy digest one origin's records in seq order.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,277 @@
+"""Operator actions on the upward link and its poison batches: admin HTTP API (`/v1/admin/...`).
+
+Every route starts with `require_operator` (an active token of scope `operator`, 401/403
+otherwise, the refusal audited) and every action is audited as `operator_action` with the
+operator token's name. Actions (all JSON):
+
+- `GET  /v1/admin/links`                              the link(s) of this node, with state
+- `POST /v1/admin/links/{peer}/retry`                 retry now: forget backoff and failures
+- `POST /v1/admin/links/{peer}/pause`   {"reason"}    stop sending (persisted across restarts)
+- `POST /v1/admin/links/{peer}/resume`  {"reason"}    send again
+- `POST /v1/admin/links/{peer}/resend`  {"from_seq", "origin"?, "reason"}  re-queue batches
+- `GET  /v1/admin/links/{peer}/errors?limit=N`        the last N errors of the link
+- `GET  /v1/admin/quarantine[?all=1]`                 quarantined batches (all = with skipped)
+- `GET  /v1/admin/quarantine/{batch_id}`              one batch: header, record types, decisions
+- `POST /v1/admin/quarantine/{batch_id}/replay` {"reason"}  lift the quarantine, send again
+- `POST /v1/admin/quarantine/{batch_id}/skip`   {"reason"}  give up on the batch (see link_admin)
+
+The work is done by `network_mgmt.link_admin` and the upstream queue; this module authenticates,
+validates the body, audits and answers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from network_mgmt.link_admin import LinkAdminError, LinkControl
+from security.audit import AuditKind
+from security.tokens import Scope, Verdict, authenticate
+
+if TYPE_CHECKING:
+    from node.app import Node
+    from sync.sender import UpstreamQueue
+
+MAX_ADMIN_BODY = 16 * 1024
+
+
+def _node(request: web.Request) -> Node:
+    from node.http_api import NODE_KEY
+
+    return request.app[NODE_KEY]
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    from node.http_api import json_error
+
+    return json_error(status, code, message)
+
+
+async def _operator(request: web.Request) -> str | web.Response:
+    """The operator token's name, or the refusal to send (audited by require_operator)."""
+    from node.http_api import _bearer, require_operator
+
+    refusal = await require_operator(request)
+    if refusal is not None:
+        return refusal
+    node = _node(request)
+    check = await authenticate(node.db, _bearer(request), Scope.OPERATOR, node.clock.time_ms())
+    if check.verdict is not Verdict.ALLOWED or check.info is None:  # revoked in between
+        return _error(401, "unauthenticated", "a valid operator token is required")
+    return check.info.name
+
+
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
+    raw = await request.content.read(MAX_ADMIN_BODY + 1)
+    if len(raw) > MAX_ADMIN_BODY:
+        return _error(413, "too_large", f"body exceeds {MAX_ADMIN_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return _error(400, "malformed", f"body is not JSON: {exc}")
+    if not isinstance(data, dict):
+        return _error(400, "malformed", "body must be a JSON object")
+    return data
+
+
+def _reason(data: dict[str, Any], required: bool) -> str | web.Response:
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or (required and not reason.strip()):
+        return _error(400, "reason_required", "say why in 'reason' (it goes into the audit log)")
+    return reason.strip()
+
+
+async def _audit(node: Node, operator: str, code: str, peer: str = "", **detail: Any) -> None:
+    if node.security is None:
+        return
+    clean: dict[str, str | int | bool] = {"operator": operator[:64]}
+    for k, v in detail.items():
+        clean[k] = v[:200] if isinstance(v, str) else v
+    await node.security.emit(AuditKind.OPERATOR_ACTION, peer=peer, code=code, detail=clean)
+
+
+def _link(node: Node, peer: str) -> UpstreamQueue | web.Response:
+    up = node.upstream
+    if up is None or up.parent.id != peer:
+        return _error(404, "not_found", f"this node has no upward link to {peer}")
+    return up
+
+
+# -- links -----------------------------------------------------------------------------------------
+
+
+async def get_links(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    hb = node.heartbeats
+    links = [hb.link_document()] if hb is not None and node.upstream is not None else []
+    return web.json_response({"node": node.config.node_id, "links": links})
+
+
+async def post_link_action(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    peer, action = request.match_info["peer"], request.match_info["action"]
+    up = _link(node, peer)
+    if isinstance(up, web.Response):
+        return up
+    data = await _body(request)
+    if isinstance(data, web.Response):
+        return data
+    reason = _reason(data, required=action in ("pause", "resend"))
+    if isinstance(reason, web.Response):
+        return reason
+    hb = node.heartbeats
+    assert hb is not None
+    now = node.clock.time_ms()
+    result: dict[str, Any] = {"peer": peer, "action": action}
+    if action == "retry":
+        await up.retry_now()
+        await _audit(node, who, "link_retry", peer, reason=reason)
+    elif action in ("pause", "resume"):
+        paused = action == "pause"
+        await hb.admin.set_paused(LinkControl(peer, paused, reason, who, now))
+        up.paused = paused
+        if not paused:
+            up.poke()
+        await _audit(node, who, f"link_{action}", peer, reason=reason)
+    elif action == "resend":
+        from_seq = data.get("from_seq")
+        origin = data.get("origin", node.config.node_id)
+        if not isinstance(from_seq, int) or isinstance(from_seq, bool) or from_seq < 1:
+            return _error(400, "malformed", "'from_seq' must be an integer >= 1")
+        if not isinstance(origin, str) or not origin:
+            return _error(400, "malformed", "'origin' must be a node id")
+        count = await hb.admin.resend_from(origin, None, from_seq)
+        up.poke()
+        result["requeued_batches"] = count
+        await _audit(
+            node,
+            who,
+            "link_resend",
+            peer,
+            origin=origin,
+            from_seq=from_seq,
+            batches=count,
+            reason=reason,
+        )
+    else:
+        return _error(404, "not_found", f"unknown link action {action!r}")
+    result["link"] = hb.link_document()
+    return web.json_response(result)
+
+
+async def get_link_errors(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    up = _link(node, request.match_info["peer"])
+    if isinstance(up, web.Response):
+        return up
+    try:
+        limit = int(request.query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 50:
+        return _error(400, "malformed", "limit must be an integer 1..50")
+    hb = node.heartbeats
+    assert hb is not None
+    return web.json_response({"peer": up.parent.id, "errors": hb.errors_document(limit)})
+
+
+# -- quarantine ------------------------------------------------------------------------------------
+
+
+def _batch_id(request: web.Request) -> int | web.Response:
+    raw = request.match_info["batch_id"]
+    if not raw.isdigit() or len(raw) > 12:
+        return _error(400, "malformed", "batch id must be a positive integer")
+    return int(raw)
+
+
+async def get_quarantine(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    hb = node.heartbeats
+    assert hb is not None
+    include = request.query.get("all", "") in ("1", "true", "yes")
+    rows = await hb.admin.quarantined(include_skipped=include, limit=1000)
+    return web.json_response({"node": node.config.node_id, "quarantined": rows})
+
+
+async def get_quarantined_batch(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    batch_id = _batch_id(request)
+    if isinstance(batch_id, web.Response):
+        return batch_id
+    hb = _node(request).heartbeats
+    assert hb is not None
+    try:
+        return web.json_response(await hb.admin.inspect(batch_id))
+    except LinkAdminError as exc:
+        return _error(exc.status, exc.code, exc.message)
+
+
+async def post_quarantine_action(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    batch_id = _batch_id(request)
+    if isinstance(batch_id, web.Response):
+        return batch_id
+    action = request.match_info["action"]
+    if action not in ("replay", "skip"):
+        return _error(404, "not_found", f"unknown quarantine action {action!r}")
+    data = await _body(request)
+    if isinstance(data, web.Response):
+        return data
+    reason = _reason(data, required=True)
+    if isinstance(reason, web.Response):
+        return reason
+    hb = node.heartbeats
+    assert hb is not None
+    now = node.clock.time_ms()
+    try:
+        if action == "replay":
+            doc = await hb.admin.replay(batch_id, reason, who, now)
+        else:
+            doc = await hb.admin.skip(batch_id, reason, who, now)
+    except LinkAdminError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    if node.upstream is not None:
+        node.upstream.poke()
+    await _audit(
+        node,
+        who,
+        f"batch_{action}",
+        node.upstream.parent.id if node.upstream else "",
+        batch_id=batch_id,
+        origin=doc["origin"],
+        first_seq=doc["first_seq"],
+        last_seq=doc["last_seq"],
+        reason=reason,
+    )
+    return web.json_response({"action": action, "batch": doc})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/admin/links", get_links)
+    app.router.add_get("/v1/admin/links/{peer}/errors", get_link_errors)
+    app.router.add_post("/v1/admin/links/{peer}/{action}", post_link_action)
+    app.router.add_get("/v1/admin/quarantine", get_quarantine)
+    app.router.add_get("/v1/admin/quarantine/{batch_id}", get_quarantined_batch)
+    app.router.add_post("/v1/admin/quarantine/{batch_id}/{action}", post_quarantine_action)

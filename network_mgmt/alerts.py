@@ -1,0 +1,122 @@
+"""Alert conditions computed from one snapshot of the tree document (`/v1/network/tree`).
+
+Pure: a tree document and the `[network]` thresholds in, a list of alerts out, sorted by
+severity then node. Used by `GET /v1/network/alerts` and `lsnet alerts`.
+
+What this does not do: look at history. Conditions that need a rate (a backlog that keeps
+growing, a burst of security events within minutes, a release about to expire) are the
+Prometheus rules' job (deploy/prometheus/lsnet-network.rules.yml); here they are approximated
+from the snapshot: a backlog waiting on a link that is backing off or paused, a security-event
+count above the burst threshold since the node started.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hierarchy_config.model import NetworkConfig
+from network_mgmt.rollout import release_number
+
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+def _alert(
+    name: str, severity: str, node: str, message: str, value: float | int | str | None
+) -> dict[str, Any]:
+    return {"alert": name, "severity": severity, "node": node, "message": message, "value": value}
+
+
+def compute_alerts(tree: dict[str, Any], settings: NetworkConfig) -> list[dict[str, Any]]:
+    nodes: list[dict[str, Any]] = tree["nodes"]
+    root = next((n for n in nodes if n["node_id"] == tree["root"]), None)
+    top_release = release_number(root["release"]) if root and root.get("release") else 0
+    out: list[dict[str, Any]] = []
+    for n in nodes:
+        nid = n["node_id"]
+        if n["health"] == "down":
+            out.append(
+                _alert("node_down", "critical", nid, "no heartbeat within the timeout", None)
+            )
+        elif n["health"] == "unknown":
+            why = "never reported" if n.get("last_seen_ms") is None else "its carrier is not up"
+            out.append(_alert("node_unknown", "warning", nid, f"health unknown: {why}", None))
+        lag = n.get("lag_s")
+        if lag is not None and lag > settings.lag_alert_s:
+            out.append(
+                _alert(
+                    "lag_high",
+                    "warning",
+                    nid,
+                    f"replication lag {lag:.0f}s above {settings.lag_alert_s:.0f}s",
+                    lag,
+                )
+            )
+        backlog = n.get("backlog") or 0
+        if backlog > 0 and n.get("link_mode") in ("backing_off", "paused"):
+            out.append(
+                _alert(
+                    "backlog_growing",
+                    "warning",
+                    nid,
+                    f"{backlog} changes wait while the link is {n['link_mode']}",
+                    backlog,
+                )
+            )
+        release = n.get("release")
+        if release is not None and release_number(release) < top_release:
+            out.append(
+                _alert(
+                    "standards_behind",
+                    "warning",
+                    nid,
+                    f"runs {release}, older than the root's",
+                    release,
+                )
+            )
+        expires = n.get("release_expires_ms")
+        left_s = (expires - tree["generated_ms"]) / 1000 if expires else None
+        if left_s is not None and left_s < settings.release_expiry_alert_s:
+            out.append(
+                _alert(
+                    "standards_near_expiry",
+                    "critical",
+                    nid,
+                    f"standards metadata expires in {max(0.0, left_s) / 3600:.1f} h",
+                    round(left_s),
+                )
+            )
+        offset = n.get("clock_offset_ms")
+        if offset is not None and abs(offset) > settings.clock_skew_alert_ms:
+            out.append(
+                _alert(
+                    "clock_skew",
+                    "warning",
+                    nid,
+                    f"clock differs from its parent's by {offset} ms",
+                    offset,
+                )
+            )
+        events = n.get("security_events") or 0
+        if events >= settings.security_burst:
+            out.append(
+                _alert(
+                    "security_events",
+                    "warning",
+                    nid,
+                    f"{events} security events since the node started",
+                    events,
+                )
+            )
+        held = n.get("quarantined") or 0
+        if held > 0:
+            out.append(
+                _alert(
+                    "poison_batches",
+                    "critical",
+                    nid,
+                    f"{held} quarantined batches wait for an operator (lsnet links quarantine)",
+                    held,
+                )
+            )
+    out.sort(key=lambda a: (SEVERITY_ORDER.get(a["severity"], 9), a["node"], a["alert"]))
+    return out

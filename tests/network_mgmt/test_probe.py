@@ -1,0 +1,76 @@
+"""End-to-end lag probes travel the data path (signed batches, relayed by the province) and give
+the ministry a per-node latency, with no business data flowing — and they are never records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from network_mgmt.probe import PROBE_TYPE, check_probe
+from sync.errors import BatchRejected
+from sync.wire import Change
+from tests.network_mgmt.support import by_id, fast_network, get_json
+from tests.support.network import wait_until
+
+
+async def test_probes_measure_city_to_ministry_latency(tmp_path: Path) -> None:
+    net = fast_network(tmp_path, provinces=1, cities=2, e2e_probe_interval_s=0.3)
+    await net.init_all()
+    await net.start_all()
+    ministry = net.nodes[net.ministry_id]
+    senders = [*net.city_ids(), *net.province_ids()]
+    try:
+
+        async def measured() -> bool:
+            _, doc = await get_json(ministry, "/v1/network/tree")
+            nodes = by_id(doc)
+            return all(nodes[n]["e2e_lag_s"] is not None for n in senders)
+
+        await wait_until(measured, 20, "the ministry did not receive a probe from every node")
+        _, doc = await get_json(ministry, "/v1/network/tree")
+        for node_id in senders:
+            entry = by_id(doc)[node_id]
+            assert 0 <= entry["e2e_lag_s"] < 15, entry
+            assert entry["e2e_age_s"] >= entry["e2e_lag_s"] - 0.001
+        assert by_id(doc)[net.ministry_id]["e2e_lag_s"] is None  # the root sends no probe
+        # Probes are not records: no counts, no digests anywhere.
+        status = await ministry.status_dict()
+        assert status["records_total"] == 0
+        assert await net.digests(net.ministry_id) == {}
+        assert await net.digests(net.city_ids()[0]) == {}
+        await ministry.heartbeats.watch()  # type: ignore[union-attr]
+        city = net.city_ids()[0]
+        value = ministry.registry.get_sample_value("lsnet_node_e2e_lag_seconds", {"node": city})
+        assert value is not None and value >= 0
+        # The province holds the city's probes in the signed batches it relays, untouched.
+        province = net.nodes[net.province_ids()[0]]
+        assert city in await province.heartbeats.probes()  # type: ignore[union-attr]
+    finally:
+        await net.stop_all()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        Change(1, PROBE_TYPE, "330100", 1, False, {"sent_ms": "17"}, "std-1"),
+    ],
+)
+def test_a_well_formed_probe_passes(change: Change) -> None:
+    check_probe(change, "330100")
+
+
+@pytest.mark.parametrize(
+    ("key", "deleted", "payload"),
+    [
+        ("330200", False, {"sent_ms": "17"}),  # for another origin
+        ("330100", True, {"sent_ms": "17"}),
+        ("330100", False, {"sent_ms": "17", "name": "x"}),  # smuggled data
+        ("330100", False, {"sent_ms": "-1"}),
+        ("330100", False, {"sent_ms": "1" * 17}),
+    ],
+)
+def test_malformed_probes_are_refused(key: str, deleted: bool, payload: dict[str, str]) -> None:
+    with pytest.raises(BatchRejected) as err:
+        check_probe(Change(1, PROBE_TYPE, key, 1, deleted, payload, "std-1"), "330100")
+    assert err.value.code.value == "invalid_record"
