@@ -1,9 +1,10 @@
 """The dashboard's Statistics panel in a real headless Chromium against a running network
 (ministry, two provinces, two cities each) over real HTTP: generated contribution records are
-ingested at the cities and replicate up; the ministry's page draws bars by region, a line over
-periods and the region tree, with the same values the statistics API answers; the federated path
-says it is complete, and says which node is missing once a city is stopped. Without an operator
-token the panel asks the node for nothing. Every wait is Playwright's polling `expect`."""
+ingested at the cities (one city with too few for its cell to be shown) and replicate up; the
+ministry's page draws bars by region, a line over periods and the region tree, with the same
+values the statistics API answers, the small cell shown as suppressed; the federated path says
+it is complete, and names the missing node once a city is stopped. Without an operator token
+the panel asks the node for nothing. Every wait is Playwright's polling `expect`."""
 
 from __future__ import annotations
 
@@ -55,8 +56,14 @@ async def test_statistics_panel_draws_what_the_api_answers(
     net: TestNet, browser: Any, tmp_path: Path
 ) -> None:
     cities = net.city_ids()
-    for i, city in enumerate(cities):
+    for i, city in enumerate(cities[:-1]):
         await net.ingest(city, generate_records(city, 150 + 50 * i, seed=i))
+    # The last city has only 3 contributions: below the minimum cell size (5), suppressed.
+    small = cities[-1]
+    objs = generate_records(small, 150, seed=9)
+    paid = [o for o in objs if o["type"] == "contribution" and o["paid_date"] < "2025"][:3]
+    assert len(paid) == 3
+    await net.ingest(small, [o for o in objs if o["type"] != "contribution"] + paid)
     await net.wait_converged()
     ministry = net.nodes[net.ministry_id]
     token, _ = await create_token(
@@ -69,7 +76,9 @@ async def test_statistics_panel_draws_what_the_api_answers(
     regions = await _api(ministry, token, "region")
     periods = await _api(ministry, token, "period")
     expected = {c["region"]: c["value_text"] for c in regions["cells"]}
-    assert set(expected) == set(cities) and all(expected.values())  # every city has a value
+    assert set(expected) == set(cities)
+    assert [c["region"] for c in regions["cells"] if c["suppressed"]] == [small]
+    assert all(v for c, v in expected.items() if c != small)
     assert len(periods["cells"]) > 1
 
     errors: list[str] = []
@@ -97,8 +106,11 @@ async def test_statistics_panel_draws_what_the_api_answers(
     names = regions["labels"].get("region", {})
     for city, value in expected.items():
         row = page.locator(f'#stats-bars g.bar-row[data-region="{city}"]')
-        await expect(row).to_have_attribute("data-value", value)
-        await expect(row).to_have_attribute("data-suppressed", "false")
+        await expect(row).to_have_attribute("data-value", value or "")
+        await expect(row).to_have_attribute("data-suppressed", str(city == small).lower())
+        if city == small:  # shown as suppressed, never as a zero-length bar
+            await expect(row.locator(".bar-value")).to_have_text("suppressed (small cell)")
+            await expect(row.locator("rect.bar")).to_have_count(0)
         if city in names:
             await expect(row.locator("text").first).to_contain_text(names[city])
     # The line: one point per period the API answered, with its value.
@@ -106,7 +118,7 @@ async def test_statistics_panel_draws_what_the_api_answers(
     await expect(points).to_have_count(len(periods["cells"]))
     for cell in periods["cells"]:
         point = page.locator(f'#stats-line circle.point[data-period="{cell["period"]}"]')
-        await expect(point).to_have_attribute("data-value", cell["value_text"])
+        await expect(point).to_have_attribute("data-value", cell["value_text"] or "")
     # The region tree: provinces at the top, each city nested under its own province.
     top = page.locator('#stats-tree li.region-node[data-depth="0"]')
     await expect(top).to_have_count(len(net.province_ids()))
@@ -115,11 +127,11 @@ async def test_statistics_panel_draws_what_the_api_answers(
         nested = page.locator(
             f'#stats-tree li[data-region="{province}"] li.region-node[data-region="{city}"]'
         )
-        await expect(nested).to_have_attribute("data-value", expected[city])
+        await expect(nested).to_have_attribute("data-value", expected[city] or "")
     provinces = await _api(ministry, token, "region", "province")
     for cell in provinces["cells"]:
         item = page.locator(f'#stats-tree li[data-region="{cell["region"]}"]')
-        await expect(item).to_have_attribute("data-value", cell["value_text"])
+        await expect(item).to_have_attribute("data-value", cell["value_text"] or "")
     await expect(page.locator("#stats-status")).to_have_attribute("data-complete", "true")
 
     # Federated: every node answers its own part; the sums are the same and complete.
@@ -131,7 +143,7 @@ async def test_statistics_panel_draws_what_the_api_answers(
     await expect(status).to_have_attribute("data-complete", "true")
     for city, value in expected.items():
         row = page.locator(f'#stats-bars g.bar-row[data-region="{city}"]')
-        await expect(row).to_have_attribute("data-value", value)
+        await expect(row).to_have_attribute("data-value", value or "")
     assert any("federated=1" in url for url in asked)
     await page.locator("#stats-panel").screenshot(path=str(tmp_path / "stats-panel.png"))
     shot = tmp_path / "dashboard-stats.png"
