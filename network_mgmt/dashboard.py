@@ -44,6 +44,7 @@ ASSETS: dict[str, str] = {
     "format.js": "text/javascript; charset=utf-8",
     "history.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
+    "statcharts.js": "text/javascript; charset=utf-8",
     "tree.js": "text/javascript; charset=utf-8",
     "detail.js": "text/javascript; charset=utf-8",
     "events.js": "text/javascript; charset=utf-8",

@@ -32,6 +32,7 @@ const state = {
   collapsed: new Set(), // node ids whose subtree is hidden
   collapseDecided: new Set(), // node ids already collapsed by default or toggled by the operator
   polls: 0,
+  stats: null, // the statistics panel (stats.js), told when the operator token changes
 };
 
 function isOperator() {
@@ -253,11 +254,13 @@ function init() {
     input.value = "";
     showOperatorState();
     refreshDetail();
+    if (state.stats) state.stats.tokenChanged();
   });
   $("token-clear").addEventListener("click", () => {
     setToken("");
     showOperatorState();
     refreshDetail();
+    if (state.stats) state.stats.tokenChanged();
   });
   const redraw = () => state.tree && drawTree();
   $("tree-filter").addEventListener("input", redraw);
@@ -269,7 +272,7 @@ function init() {
   showOperatorState();
   setInterval(showFreshness, 1000);
   try {
-    mountStatistics($("stats-panel"), { getJSON, postJSON, el, lineChart });
+    state.stats = mountStatistics($("stats-panel"), { getJSON, postJSON, el, lineChart }) || null;
   } catch (err) {
     console.error("statistics panel failed", err);
   }

@@ -107,6 +107,7 @@ class StatsService:
                     "dimensions": list(self.dimension_names(ind)),
                     "replication": {t: release.policy(t).mode for t in types},
                     "min_cell": self.min_cell(ind),
+                    "yearly": any(self._yearly(c) for c in comps),
                     "numerator": ind.numerator,
                     "denominator": ind.denominator,
                 }
@@ -162,10 +163,14 @@ class StatsService:
             label_indicator=comps[0],
         )
 
-    def _check_grain(self, comp: Indicator, request: StatsRequest) -> None:
+    def _yearly(self, comp: Indicator) -> bool:
+        """Whether `comp` can only be asked per year (its period field holds years only)."""
         schema = self.release().schemas[comp.record_type or ""]
         field = comp.period_field
-        if field is not None and schema.by_name[field].type == "period" and request.grain != "year":
+        return field is not None and schema.by_name[field].type == "period"
+
+    def _check_grain(self, comp: Indicator, request: StatsRequest) -> None:
+        if self._yearly(comp) and request.grain != "year":
             raise StatsError("bad_request", f"{comp.name} is reported per year; ask for years")
 
     async def _own_part(self, comp: Indicator, request: StatsRequest, leaves: bool) -> Partial:

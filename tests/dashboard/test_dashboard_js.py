@@ -130,3 +130,43 @@ async def test_tree_order_filters_and_scale(page: Any) -> None:
     assert out["summary"] == "7 nodes · 5 up · 1 down · 1 unknown"
     assert out["byName"] == ["320200"]
     assert out["scale"] == [1, 0.5, 1, 10, 20, 5000]
+
+
+async def test_statistics_cells_suppressed_estimated_and_region_nesting(page: Any) -> None:
+    out = await page.evaluate(
+        """async () => {
+          const s = await import('/static/statcharts.js');
+          const cell = (region, value, extra = {}) => ({ region, value,
+            value_text: value === null ? null : String(value), suppressed: false,
+            estimated: false, ...extra });
+          const hidden = cell('330200', null, { suppressed: true });
+          const cells = [cell('330100', 1200.5), hidden, cell('330300', 7, { estimated: true })];
+          const box = document.createElement('div');
+          s.barChart(box, cells, { labels: { region: { '330100': 'Hangzhou' } }, unit: 'yuan' });
+          const rows = [...box.querySelectorAll('g.bar-row')].map((g) => [g.dataset.region,
+            g.querySelector('.bar-value').textContent, g.querySelectorAll('rect.bar').length]);
+          const tree = document.createElement('div');
+          s.regionTree(tree, [{ cells: [cell('330000', 5000)], labels: {} },
+                              { cells: [cell('330106', 3), cell('320100', 4)], labels: {} }]);
+          const nested = [...tree.querySelectorAll('li.region-node')].map((li) =>
+            [li.dataset.region, li.parentElement.closest('li') ?
+              li.parentElement.closest('li').dataset.region : null]);
+          const line = document.createElement('div');
+          const at = (period, v) => ({ period, ...cell('', v) });
+          s.periodLine(line, [at('2024-01', 2), at('2024-03', 4)],
+                       { periods: ['2024-01', '2024-02', '2024-03'] });
+          return { rows, nested, parents: ['330106', '330100', '330000', 'x'].map(s.parentRegion),
+                   points: line.querySelectorAll('circle.point').length,
+                   lines: line.querySelectorAll('polyline').length };
+        }"""
+    )
+    assert out["rows"] == [
+        ["330100", "1,200.5 yuan", 1],  # largest first, exact text
+        ["330300", "≈ 7 yuan", 1],  # an estimate is marked
+        ["330200", "suppressed (small cell)", 0],  # no bar: never drawn as zero
+    ]
+    # a county nests under its province when its prefecture is not in the answer; a region
+    # whose province is not in the answer stays at the top
+    assert out["nested"] == [["330000", None], ["330106", "330000"], ["320100", None]]
+    assert out["parents"] == ["330100", "330000", None, None]
+    assert out["points"] == 2 and out["lines"] == 0  # a gap (2024-02) breaks the line
