@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from hierarchy_config.model import NetworkConfig
 from network_mgmt.probe import PROBE_TYPE, check_probe
 from sync.errors import BatchRejected
 from sync.wire import Change
 from tests.network_mgmt.support import by_id, fast_network, get_json
-from tests.support.network import wait_until
+from tests.support.network import make_network, wait_until
 
 
 async def test_probes_measure_city_to_ministry_latency(tmp_path: Path) -> None:
@@ -74,3 +75,40 @@ def test_malformed_probes_are_refused(key: str, deleted: bool, payload: dict[str
     with pytest.raises(BatchRejected) as err:
         check_probe(Change(1, PROBE_TYPE, key, 1, deleted, payload, "std-1"), "330100")
     assert err.value.code.value == "invalid_record"
+
+
+def test_probes_are_on_by_default() -> None:
+    assert NetworkConfig().e2e_probe_interval_s == 30.0
+
+
+async def test_no_business_data_yet_every_city_has_a_lag_at_the_ministry(tmp_path: Path) -> None:
+    """2 provinces x 2 cities, default heartbeats (10 s: none is needed here), probes every
+    0.3 s: with no record written anywhere, the ministry's tree shows `e2e_lag_s` for every
+    city, carried by the data path alone."""
+    net = make_network(
+        tmp_path, provinces=2, cities_per_province=2, network={"e2e_probe_interval_s": 0.3}
+    )
+    await net.init_all()
+    await net.start_all()
+    ministry = net.nodes[net.ministry_id]
+    try:
+
+        async def every_city_measured() -> bool:
+            _, doc = await get_json(ministry, "/v1/network/tree")
+            nodes = by_id(doc)
+            return all(nodes[c]["e2e_lag_s"] is not None for c in net.city_ids())
+
+        await wait_until(every_city_measured, 30, "a city's probe never reached the ministry")
+        _, doc = await get_json(ministry, "/v1/network/tree")
+        for city in net.city_ids():
+            entry = by_id(doc)[city]
+            assert 0 <= entry["e2e_lag_s"] < 15, entry
+        for node_id in [net.ministry_id, *net.province_ids(), *net.city_ids()]:
+            status = await net.nodes[node_id].status_dict()
+            assert status["records_total"] == 0, node_id
+            assert await net.digests(node_id) == {}, node_id
+        # The city took seqs for its probes, yet holds no record.
+        city = net.city_ids()[0]
+        assert (await net.nodes[city].store.meta()).last_seq >= 1
+    finally:
+        await net.stop_all()
