@@ -12,13 +12,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nacl.signing import VerifyKey
 from sqlalchemy import Connection, func, select
 
+from hierarchy_config.model import NodeConfig
 from network_mgmt.probe import PROBE_TYPE
 from node.db import Database
 from node.records import validate_record
 from node.schema import changelog, node_meta, watermarks
 from node.store import NodeStore, OriginDigest
+from security.keys import load_signing_key
 from sync.scrub import ScrubReport, scrub
 from sync.store import SyncStore
 from tests.support.procs import ProcNetwork, invoke_ok
@@ -36,10 +39,14 @@ def natural_keys(records: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
 @dataclass(frozen=True)
 class Offline:
     digests: dict[str, OriginDigest]
-    report: ScrubReport | None
+    report: ScrubReport
     last_seq: int  # this node's own change-log seq (records and probes)
     data_changes: int  # this node's own change-log entries that are records (not probes)
     watermarks: dict[tuple[str, str], int]
+
+
+def _own_key(config: NodeConfig) -> VerifyKey:
+    return load_signing_key(config.node.key_file).verify_key
 
 
 def _seqs_txn(conn: Connection) -> tuple[int, int, dict[tuple[str, str], int]]:
@@ -59,7 +66,7 @@ async def _offline(url: str, keys: Mapping[str, Any]) -> Offline:
     try:
         db.check_schema()
         digests = await NodeStore(db).origin_digests()
-        report = await scrub(SyncStore(db), keys) if keys else None
+        report = await scrub(SyncStore(db), keys)
         last, data, marks = await db.read(_seqs_txn)
         return Offline(digests, report, last, data, marks)
     finally:
@@ -89,9 +96,9 @@ def assert_network_holds_exactly(net: ProcNetwork, expected: Mapping[str, int]) 
 
     seen: dict[str, Offline] = {}
     for node in net.nodes.values():
-        seen[node.node_id] = asyncio.run(
-            _offline(node.config.node.database, node.config.subtree_keys())
-        )
+        # Its children's keys and its own: a province's own batches hold its probes.
+        keys = {**node.config.subtree_keys(), node.node_id: _own_key(node.config)}
+        seen[node.node_id] = asyncio.run(_offline(node.config.node.database, keys))
     for city in net.cities():
         own_view = seen[city.node_id]
         # Every accepted record was written exactly once at the city: a re-posted chunk whose
@@ -110,7 +117,7 @@ def assert_network_holds_exactly(net: ProcNetwork, expected: Mapping[str, int]) 
     # and the watermark lies between the city's seq at convergence and its last seq.
     for holder in [net.ministry, *net.provinces()]:
         report = seen[holder.node_id].report
-        assert report is not None and report.ok, f"scrub at {holder.node_id}: {report}"
+        assert report.ok, f"scrub at {holder.node_id}: {report.problems[:5]}"
         for city in net.cities():
             if holder is net.ministry or net.parent_of(city.node_id) is holder:
                 epoch, target = targets[city.node_id]
