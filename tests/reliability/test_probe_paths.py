@@ -6,6 +6,7 @@ hold seqs) but never into its records."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -44,7 +45,7 @@ def _repairs(conn: Connection, origin: str) -> list[tuple[int, int]]:
     return [(int(r.first_seq), int(r.last_seq)) for r in conn.execute(query)]
 
 
-def _delete_first(origin: str) -> object:
+def _delete_first(origin: str) -> Callable[[Connection], None]:
     def body(conn: Connection) -> None:
         key = conn.execute(
             select(records.c.key).where(records.c.owner == origin).order_by(records.c.seq).limit(1)
