@@ -272,9 +272,9 @@ class NetworkConfig(_Frozen):
     clock_skew_alert_ms: int = Field(default=2000, ge=1)
     release_expiry_alert_s: float = Field(default=12 * 3600.0, gt=0)  # timestamps live 24 h
     security_burst: int = Field(default=20, ge=1)
-    # End-to-end lag probe records through the data path (network_mgmt.probe); 0 = off (the
-    # default until the demo and the process tests stop equating change-log seqs with records).
-    e2e_probe_interval_s: float = Field(default=0.0, ge=0, le=86400)
+    # End-to-end lag probes through the data path (network_mgmt.probe), every this many seconds;
+    # 0 = off. Each probe takes a change-log seq but is never a record.
+    e2e_probe_interval_s: float = Field(default=30.0, ge=0, le=86400)
 
 
 class NodeConfig(_Frozen):

@@ -288,7 +288,9 @@ async def run_simulation(opts: SimOptions, progress: Any = None) -> dict[str, An
             assert c.parent_id is not None
             by_province.setdefault(c.parent_id, {})[c.id] = targets[c.id]
         ministry = layout.ministry().id
-        say(f"{total} records written in {filled - started:.1f}s; waiting for the ministry ...")
+        say(
+            f"{sum(sizes)} records written in {filled - started:.1f}s; waiting for the ministry ..."
+        )
         provinces_done_at: float | None = None
         deadline = filled + opts.timeout_s
         converged = False

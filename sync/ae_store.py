@@ -8,7 +8,9 @@ differing buckets need to be compared and resent.
 `repair_txn` applies verified batches again: one above the watermark goes through the normal
 apply; one at or below it re-upserts its records (a newer version, or the same version with a
 different content hash, overwrites — an older version never does), stores the signed batch if
-it was missing, and appends a 'repair' row to the apply log. Each call is one transaction.
+it was missing, and appends a 'repair' row to the apply log. End-to-end probes
+(`network_mgmt.probe`) in a repaired batch are never records: they are only noted, as in the
+normal apply, so digests of child and parent stay over records alone. Each call is one transaction.
 Trust decisions happen before (in `sync.verify`); this module only stores and reads.
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, or_, select
 
+from network_mgmt.probe import is_probe, note_probes_txn
 from node.schema import batches, records, watermarks
 from node.store import insert_for, payload_json, read_meta_txn, record_hash
 from sync.ae_wire import BUCKET_SEQS, RangeSummary, RangeVerdict
@@ -202,9 +205,11 @@ def repair_txn(
                 "updated_ms": now_ms,
             }
             for c in vb.changes
+            if not is_probe(c.record_type)
         ]
         if rows:
             _repair_upsert(conn, rows)
+        note_probes_txn(conn, h.origin, [c for c in vb.changes if is_probe(c.record_type)], now_ms)
         if held is None:
             _store_batch(
                 conn,

@@ -11,6 +11,8 @@ each page is written in one transaction — records, change log, the batch store
 the parent holds them) and the sequence counters and chain head — keeping the epoch, so the
 node resumes at the next seq without re-sending or losing anything the parent held. Changes the
 parent never received are gone; the result says up to which seq the node was restored.
+End-to-end probes (`network_mgmt.probe`) come back into the change log (they hold seqs) but never
+into `records`.
 
 This module does not restore relayed batches of a node's own children (they resend theirs).
 """
@@ -27,6 +29,7 @@ from aiohttp import web
 from sqlalchemy import Connection, func, select, update
 
 from hierarchy_config.model import NodeConfig
+from network_mgmt.probe import is_probe
 from node.clock import Clock
 from node.db import Database
 from node.schema import batches, changelog, node_meta, records, watermarks
@@ -231,6 +234,8 @@ def write_page_txn(
                     "created_ms": h.created_ms,
                 }
             )
+            if is_probe(c.record_type):
+                continue  # a probe holds its seq in the change log; it is never a record
             rec_rows.append(
                 {
                     "record_type": c.record_type,

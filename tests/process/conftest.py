@@ -24,6 +24,10 @@ FAST_RETRY: dict[str, Any] = {
 # land while one is in flight.
 SMALL_TRANSFERS: dict[str, Any] = {"max_batch_changes": 20, "max_batches_per_transfer": 1}
 
+# End-to-end probes every second (the default is 30 s): every process test runs with probes
+# taking change-log seqs between the records, as production nodes do.
+PROBES: dict[str, Any] = {"e2e_probe_interval_s": 1.0}
+
 MakeNet = Callable[..., ProcNetwork]
 UpperDatabases = Callable[[str, Level], str | None] | None
 
@@ -50,7 +54,8 @@ def make_procnet(tmp_path: Path) -> Iterator[MakeNet]:
     made: list[ProcNetwork] = []
 
     def make(**kwargs: Any) -> ProcNetwork:
-        net = ProcNetwork.create(tmp_path / f"n{len(made)}", **kwargs)
+        tune = {"network": PROBES, **(kwargs.pop("tune", None) or {})}
+        net = ProcNetwork.create(tmp_path / f"n{len(made)}", tune=tune, **kwargs)
         made.append(net)
         return net
 

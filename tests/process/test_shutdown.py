@@ -48,7 +48,8 @@ def test_sigterm_during_backlog_exits_0_and_sync_resumes(
             assert answer.status == 200, answer
     doc = city.status()
     epoch, last = doc["epoch"], doc["local_last_seq"]
-    assert doc["backlog"] == BACKLOG
+    # The backlog counts changes: the records plus the probes written meanwhile.
+    assert BACKLOG <= doc["backlog"] <= last, doc["backlog"]
     # ... and is being sent once the province is back.
     province.start()
 

@@ -119,9 +119,11 @@ def make_network(
     database_for: Callable[[str], str] | None = None,
     clock: Clock | None = None,
     overrides: dict[str, object] | None = None,
+    network: dict[str, object] | None = None,
 ) -> TestNet:
     """Write a network with init_network and load its configs, optionally swapping databases
-    (e.g. for PostgreSQL) and sync settings."""
+    (e.g. for PostgreSQL), sync settings (`overrides`) and `[network]` settings (`network`, e.g.
+    a short `e2e_probe_interval_s`)."""
     count = 1 + provinces * (1 + cities_per_province)
     layout = init_network(
         root / "net",
@@ -138,5 +140,8 @@ def make_network(
             )
         if overrides:
             cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(update=overrides)})
+        if network:
+            settings = type(cfg.network)(**{**cfg.network.model_dump(), **network})
+            cfg = cfg.model_copy(update={"network": settings})
         configs[entry.id] = cfg
     return TestNet(layout=layout, configs=configs, clock=clock)

@@ -401,13 +401,14 @@ class ProcNetwork:
         return out
 
     def lagging(self, targets: Mapping[str, tuple[str, int]]) -> list[str]:
-        """Which (holder, city) pairs have not yet applied all of the city's changes."""
+        """Which (holder, city) pairs have not yet applied the city's changes up to its target
+        seq. A holder may be further: end-to-end probes keep taking seqs after the target."""
         behind = []
         for city_id, (epoch, last) in targets.items():
             for holder in (self.parent_of(city_id), self.ministry):
                 doc = holder.try_status()
                 have = 0 if doc is None else doc["watermarks"].get(city_id, {}).get(epoch, 0)
-                if have != last:
+                if have < last:
                     behind.append(f"{holder.node_id} has {city_id} up to {have}/{last}")
         return behind
 
