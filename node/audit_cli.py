@@ -22,7 +22,7 @@ from hierarchy_config.model import NodeConfig
 from node.cli import CliFailure, _node_passphrase, friendly, main
 from node.db import Database
 from security.audit import AuditEntry, AuditInvalid, AuditKind, AuditReader, ChainReport
-from security.keys import key_id, load_signing_key
+from security.keys import key_id, load_signing_key, retired_verify_keys
 
 T = TypeVar("T")
 
@@ -90,10 +90,7 @@ def audit_verify(config_path: Path) -> None:
     config = load_config(config_path)
     key_file = config.node.key_file
     current = load_signing_key(key_file, _node_passphrase()).verify_key
-    keys = {key_id(current): current}
-    for retired in sorted(key_file.parent.glob(key_file.name + ".retired-*")):
-        old = load_signing_key(retired, _node_passphrase()).verify_key
-        keys[key_id(old)] = old
+    keys = {key_id(current): current, **retired_verify_keys(key_file, _node_passphrase())}
 
     async def check(reader: AuditReader) -> ChainReport:
         return await reader.verify_with(keys)

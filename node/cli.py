@@ -572,12 +572,12 @@ def verify(config_path: Path) -> None:
     keys_by_origin[config.node_id] = load_signing_key(key_file, _node_passphrase()).verify_key
     from node.key_sync import apply_stored
     from security.keyring import KeyEntry, KeyRing
+    from security.keys import retired_verify_keys
 
     ring = KeyRing.from_keys(keys_by_origin)
     # This node's own keys before a rotation (`lsnet keys rotate` keeps them beside the key).
-    for retired in sorted(key_file.parent.glob(key_file.name + ".retired-*")):
-        old = load_signing_key(retired, _node_passphrase()).verify_key
-        ring.put(KeyEntry(config.node_id, retired.name.rpartition("-")[2], old))
+    for kid, old in retired_verify_keys(key_file, _node_passphrase()).items():
+        ring.put(KeyEntry(config.node_id, kid, old))
 
     async def run() -> Any:
         db = Database(config.node.database)

@@ -148,20 +148,34 @@ def record_rotation_txn(
     )
 
 
-async def apply_stored(db: Database, ring: KeyRing, own_id: str) -> None:
-    """Apply every stored rotation and revocation to `ring` (for tools that read a database
-    without running the node, e.g. `lsnet verify`)."""
-    for event in await db.read(_all_txn, 0, 1_000_000):
+def _apply_events(
+    events: list[StoredEvent], ring: KeyRing, own_id: str, own_kid: str
+) -> bytes | None:
+    """Apply stored rotations and revocations to `ring` (this node's own rotations are not
+    applied: its key comes from its key file); return this node's announcement of `own_kid`,
+    if one is among them. A document that no longer checks is logged and skipped."""
+    own: bytes | None = None
+    for event in events:
         try:
             if event.kind == KIND_ROTATION:
                 rotation = parse_rotation(event.doc)
-                if rotation.node != own_id:
-                    apply_rotation(check_rotation(event.doc, ring), ring)
+                if rotation.node == own_id:
+                    if rotation.new_kid == own_kid:
+                        own = event.doc
+                    continue
+                apply_rotation(check_rotation(event.doc, ring), ring)
             else:
                 rev = parse_revocation(event.doc)
                 ring.revoke(rev.node, rev.kid, rev.at_ms, rev.reason)
-        except KeyDocInvalid:
-            continue
+        except KeyDocInvalid as exc:
+            log.warning("stored key document %d not applied: %s", event.id, exc.message)
+    return own
+
+
+async def apply_stored(db: Database, ring: KeyRing, own_id: str) -> None:
+    """Apply every stored rotation and revocation to `ring` (for tools that read a database
+    without running the node, e.g. `lsnet verify`)."""
+    _apply_events(await db.read(_all_txn, 0, 1_000_000), ring, own_id, "")
 
 
 class KeySync:
@@ -179,22 +193,12 @@ class KeySync:
         """Apply stored rotations and revocations not applied yet to the node's key ring (at
         start-up, and by the key-sync job: a revocation written by `lsnet keys revoke` while
         the node runs takes effect at the next run)."""
-        events = await self.node.db.read(_all_txn, self.loaded_upto, 1_000_000)
-        for event in events:
-            self.loaded_upto = max(self.loaded_upto, event.id)
-            try:
-                if event.kind == KIND_ROTATION:
-                    rotation = parse_rotation(event.doc)
-                    if rotation.node == self.node.config.node_id:
-                        if rotation.new_kid == self.node.key.kid:
-                            self.own_announcement = event.doc
-                        continue
-                    apply_rotation(check_rotation(event.doc, self.node.keyring), self.node.keyring)
-                else:
-                    rev = parse_revocation(event.doc)
-                    self.node.keyring.revoke(rev.node, rev.kid, rev.at_ms, rev.reason)
-            except KeyDocInvalid as exc:
-                log.warning("stored key document %d not applied: %s", event.id, exc.message)
+        node = self.node
+        events = await node.db.read(_all_txn, self.loaded_upto, 1_000_000)
+        if events:
+            self.loaded_upto = max(e.id for e in events)
+        own = _apply_events(events, node.keyring, node.config.node_id, node.key.kid)
+        self.own_announcement = own or self.own_announcement
         if self.own_announcement is not None and self.node.peer_auth is not None:
             self.node.peer_auth.announcement = base64.b64encode(self.own_announcement).decode()
 

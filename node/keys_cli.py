@@ -29,7 +29,7 @@ from security.audit import AuditKind, AuditLog
 from security.http_signatures import Signer
 from security.key_docs import make_rotation
 from security.keyring import KeyRing
-from security.keys import NodeKey, is_sealed_key_file, write_key_file
+from security.keys import NodeKey, is_sealed_key_file, retired_key_path, write_key_file
 from sync.errors import PeerRejected, PeerUnavailable
 from sync.transport import HttpTransport
 
@@ -131,7 +131,7 @@ def keys_rotate(config_path: Path, overlap_hours: float) -> None:
             await asyncio.to_thread(db.close)
 
     asyncio.run(record())
-    retired = key_file.with_name(f"{key_file.name}.retired-{old.kid}")
+    retired = retired_key_path(key_file, old.kid)
     write_key_file(retired, old, overwrite=True, passphrase=passphrase)
     write_key_file(key_file, new, overwrite=True, passphrase=passphrase)
     click.echo(f"new key id:  {new.kid} (public key {new.public})")

@@ -282,3 +282,18 @@ def load_signing_key(path: Path, passphrase: bytes | None = None) -> NodeKey:
     if len(seed) != 32:
         raise KeyFileError(f"{path}: key seed must be 32 bytes, got {len(seed)}")
     return NodeKey(SigningKey(seed))
+
+
+def retired_key_path(key_file: Path, kid: str) -> Path:
+    """Where `lsnet keys rotate` keeps a node's key after replacing it."""
+    return key_file.with_name(f"{key_file.name}.retired-{kid}")
+
+
+def retired_verify_keys(key_file: Path, passphrase: bytes | None = None) -> dict[str, VerifyKey]:
+    """The public halves of the keys this node used before its rotations, by key id (to verify
+    what they signed: the node's older batches and audit entries)."""
+    keys = {}
+    for path in sorted(key_file.parent.glob(key_file.name + ".retired-*")):
+        old = load_signing_key(path, passphrase).verify_key
+        keys[key_id(old)] = old
+    return keys
