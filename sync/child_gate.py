@@ -98,12 +98,6 @@ class ChildGate:
         except WireError as exc:
             raise ReceiveError(exc.code, exc.message) from None
         claimed = msg.sender
-        if signer is not None and signer != claimed:
-            raise ReceiveError(
-                Code.NOT_AUTHORISED,
-                f"node {signer} sent a message that claims to come from {claimed}",
-                claimed=claimed,
-            )
         child = self.children.get(claimed)
         if child is None:
             raise ReceiveError(
@@ -136,6 +130,13 @@ class ChildGate:
             raise ReceiveError(
                 Code.REPLAY,
                 f"{purpose} message from {claimed} replays an earlier one",
+                claimed=claimed,
+            )
+        # Authentic as the child it names; the node that signed the HTTP request must be it.
+        if signer is not None and signer != claimed:
+            raise ReceiveError(
+                Code.NOT_AUTHORISED,
+                f"node {signer} sent a message that claims to come from {claimed}",
                 claimed=claimed,
             )
         return msg

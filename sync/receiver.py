@@ -19,13 +19,12 @@ from aiohttp import web
 
 from hierarchy_config.model import NodeConfig
 from node.clock import Clock
-from node.peer_auth import PEER_KEY
 from node.validation import BuiltinValidator, RecordValidator
 from security.audit import AuditKind
-from security.keyring import KeyRing, trusted_keys
+from security.keyring import KeyRing
 from security.keys import NodeKey
-from security.ratelimit import NonceCache, RateLimiter
-from security.signing import SignatureInvalid, sign, verify_any
+from security.ratelimit import RateLimiter
+from security.signing import sign
 from sync.errors import BatchRejected
 from sync.metrics import SyncMetrics
 from sync.store import SyncStore
@@ -39,7 +38,6 @@ from sync.wire import (
     Push,
     PushReply,
     Sealed,
-    WireError,
     packb,
 )
 
@@ -112,12 +110,24 @@ class PushReceiver:
         self.metrics = metrics
         self.on_applied = on_applied
         self.events: SecurityEvents | None = None
-        self.keyring = KeyRing.from_keys(config.subtree_keys())  # the node passes its own
         limits = config.limits
         self.per_peer = RateLimiter(limits.peer_requests_per_s, limits.peer_burst)
         self.per_address = RateLimiter(limits.bad_requests_per_s, limits.bad_burst)
-        self.nonces = NonceCache(window_s=2 * config.sync.max_clock_skew_s)
         self.children = {c.id: c for c in config.children}
+        from sync.child_gate import ChildGate  # built on this module's errors
+
+        self.gate = ChildGate(config, clock, metrics, lambda: self.events)
+        self.gate.keyring = KeyRing.from_keys(config.subtree_keys())  # the node passes its own
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The key ring the envelope and the batches are checked with (the node's own)."""
+        assert self.gate.keyring is not None
+        return self.gate.keyring
+
+    @keyring.setter
+    def keyring(self, ring: KeyRing) -> None:
+        self.gate.keyring = ring
 
     async def handle(self, request: web.Request) -> web.Response:
         address = request.remote or "?"
@@ -128,16 +138,11 @@ class PushReceiver:
             return _limited(self.per_address.retry_after(address), "too many refused requests")
         sender = ""
         try:
-            body = await self._read_body(request)
-            push = self._open(body)
+            # The same door as the other child routes: size, sender, destination, envelope
+            # signature, clock, nonce, and the HTTP signer being the sender.
+            body = await self.gate.read(request)
+            push = self.gate.open(body, PURPOSE_PUSH, self._parse, request)
             sender = push.sender
-            signer = request.get(PEER_KEY) if isinstance(request, web.Request) else None
-            if signer is not None and signer != push.sender:
-                raise ReceiveError(
-                    Code.NOT_AUTHORISED,
-                    f"node {signer} sent a push that claims to come from {push.sender}",
-                    claimed=push.sender,
-                )
             if not self.per_peer.allow(push.sender, now):
                 raise ReceiveError(
                     Code.RATE_LIMITED, f"node {push.sender} exceeds its request rate"
@@ -204,67 +209,8 @@ class PushReceiver:
         sealed = Sealed(envelope, sign(self.key, PURPOSE_PUSH_REPLY, envelope))
         return web.Response(body=sealed.to_bytes(), content_type=CONTENT_TYPE)
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        from node.peer_auth import BODY_KEY
-
-        if isinstance(request, web.Request) and BODY_KEY in request:
-            return request[BODY_KEY]  # read and verified by the peer authentication middleware
-        limit = self.config.limits.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise ReceiveError(
-                Code.TOO_LARGE, f"body of {request.content_length} bytes; limit {limit}"
-            )
-        buf = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            buf.extend(chunk)
-            if len(buf) > limit:
-                raise ReceiveError(Code.TOO_LARGE, f"body exceeds the limit of {limit} bytes")
-        return bytes(buf)
-
-    def _open(self, body: bytes) -> Push:
-        try:
-            sealed = Sealed.from_bytes(body)
-            push = Push.from_bytes(
-                sealed.envelope, max_batches=self.config.limits.max_batches_per_transfer
-            )
-        except WireError as exc:
-            raise ReceiveError(exc.code, exc.message) from None
-        claimed = push.sender
-        child = self.children.get(claimed)
-        if child is None:
-            raise ReceiveError(
-                Code.UNKNOWN_SENDER, f"node {claimed} is not an enrolled child", claimed=claimed
-            )
-        if push.destination != self.config.node_id:
-            raise ReceiveError(
-                Code.WRONG_DESTINATION,
-                f"push is addressed to {push.destination}, this is {self.config.node_id}",
-                claimed=claimed,
-            )
-        try:
-            keys = trusted_keys(self.keyring, claimed, child.verify_key, self.clock.time_ms())
-            verify_any(keys, PURPOSE_PUSH, sealed.envelope, sealed.signature)
-        except SignatureInvalid:
-            raise ReceiveError(
-                Code.BAD_SIGNATURE,
-                f"push envelope is not signed by {claimed}'s enrolled key",
-                claimed=claimed,
-            ) from None
-        skew_ms = abs(self.clock.time_ms() - push.sent_ms)
-        if skew_ms > self.config.sync.max_clock_skew_s * 1000:
-            raise ReceiveError(
-                Code.STALE,
-                f"push was sent {skew_ms / 1000:.0f}s away from this node's clock "
-                f"(allowed {self.config.sync.max_clock_skew_s:.0f}s); check the clocks",
-                claimed=claimed,
-            )
-        # Authentic and fresh: a nonce seen before within the window is a replayed request.
-        # (A sender that resends after a lost answer makes a new push with a new nonce.)
-        if not self.nonces.add(claimed, push.nonce, self.clock.monotonic()):
-            raise ReceiveError(
-                Code.REPLAY, f"push from {claimed} replays an earlier request", claimed=claimed
-            )
-        return push
+    def _parse(self, envelope: bytes) -> Push:
+        return Push.from_bytes(envelope, max_batches=self.config.limits.max_batches_per_transfer)
 
     def _verify_all(self, push: Push) -> list[VerifiedBatch]:
         out = []
