@@ -1,11 +1,11 @@
-"""The door of the node-to-node routes that children call besides the push (anti-entropy
-summaries and repairs, restore-from-parent): read the body within the size limit, then — before
+"""The door of the node-to-node routes that children call (the push, anti-entropy summaries
+and repairs, restore-from-parent): read the body within the size limit, then — before
 anything else happens — the message shape, the sender is an enrolled direct child, the message
 is for this node, the child's signature under the route's purpose, the send time within the
 allowed clock skew, and a fresh nonce. A refusal answers 4xx with a stable code, is counted and
 goes to the audit log; nothing is written.
 
-It does not decide what the message asks for (the handlers in `sync.anti_entropy` and
+It does not decide what the message asks for (`sync.receiver`, `sync.anti_entropy` and
 `sync.restore` do) and does not talk to the database.
 """
 
