@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from nacl.signing import VerifyKey
@@ -179,6 +180,9 @@ class LimitsConfig(_Frozen):
     body_read_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
 
+InvalidRecordPolicy = Literal["hold", "block"]
+
+
 class SyncConfig(_Frozen):
     debounce_ms: int = Field(default=50, ge=0, le=10_000)
     retry_interval_s: float = Field(default=2.0, gt=0, le=3600)
@@ -193,6 +197,19 @@ class SyncConfig(_Frozen):
     # Re-validate every received record against the record schemas (ADR 0005). When false, a
     # receiver still checks signatures, digests, shapes and that each key matches its fields.
     revalidate_records: bool = True
+    # What a receiver does with a record that fails validation inside a sound, signed batch (a
+    # poison record, e.g. a code this node's standards do not know yet). "hold": keep the record
+    # aside for an operator (`lsnet links held ...`), apply the rest of the batch and go on, so
+    # later batches of that origin are not blocked. "block": refuse the whole batch; the sender
+    # quarantines it and that origin's later batches wait until an operator replays or skips it.
+    on_invalid_record: InvalidRecordPolicy = "hold"
+    # Per record type, overriding `on_invalid_record` (e.g. {contribution = "block"}).
+    on_invalid_record_by_type: dict[str, InvalidRecordPolicy] = Field(default_factory=dict)
+
+    def holds_invalid(self, record_type: str) -> bool:
+        """Whether an invalid record of this type is held aside (True) or blocks its batch."""
+        policy = self.on_invalid_record_by_type.get(record_type, self.on_invalid_record)
+        return policy == "hold"
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SyncConfig:

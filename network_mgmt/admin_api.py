@@ -1,4 +1,5 @@
-"""Operator actions on the upward link and its poison batches: admin HTTP API (`/v1/admin/...`).
+"""Operator actions on the upward link, its poison batches and the poison records held aside
+here: admin HTTP API (`/v1/admin/...`).
 
 Every route starts with `require_operator` (an active token of scope `operator`, 401/403
 otherwise, the refusal audited) and every action is audited as `operator_action` with the
@@ -14,6 +15,11 @@ operator token's name. Actions (all JSON):
 - `GET  /v1/admin/quarantine/{batch_id}`              one batch: header, record types, decisions
 - `POST /v1/admin/quarantine/{batch_id}/replay` {"reason"}  lift the quarantine, send again
 - `POST /v1/admin/quarantine/{batch_id}/skip`   {"reason"}  give up on the batch (see link_admin)
+- `GET  /v1/admin/held[?all=1]`                       received poison records held aside here
+- `GET  /v1/admin/held/{id}`                          one held record (type, seq, reason; no fields)
+- `POST /v1/admin/held/{id}/replay` {"reason"}        re-validate with the rules in force, apply
+- `POST /v1/admin/held/{id}/skip`   {"reason"}        leave the record out for good
+- `POST /v1/admin/held/recheck`     {"reason"}        replay every held record that passes now
 
 The work is done by `network_mgmt.link_admin` and the upstream queue; this module authenticates,
 validates the body, audits and answers.
@@ -26,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from network_mgmt.link_admin import LinkAdminError, LinkControl
+from network_mgmt import held_actions
+from network_mgmt.link_admin import LinkAdmin, LinkAdminError, LinkControl
 from security.audit import AuditKind
 from security.tokens import Scope, Verdict, authenticate
+from sync.held import HeldError
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -268,6 +276,115 @@ async def post_quarantine_action(request: web.Request) -> web.Response:
     return web.json_response({"action": action, "batch": doc})
 
 
+# -- poison records held aside here as a receiver (sync.held) -------------------------------------
+
+
+def _held_id(request: web.Request) -> int | web.Response:
+    raw = request.match_info["held_id"]
+    if not raw.isdigit() or len(raw) > 12:
+        return _error(400, "malformed", "held record id must be a positive integer")
+    return int(raw)
+
+
+async def get_held(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    include = request.query.get("all", "") in ("1", "true", "yes")
+    admin = LinkAdmin(node.db)
+    rows = await admin.held_records(include_decided=include, limit=1000)
+    return web.json_response(
+        {"node": node.config.node_id, "held": rows, "counts": await admin.held_counts()}
+    )
+
+
+async def get_held_record(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    held_id = _held_id(request)
+    if isinstance(held_id, web.Response):
+        return held_id
+    try:
+        return web.json_response(await LinkAdmin(_node(request).db).held_record(held_id))
+    except HeldError as exc:
+        return _error(exc.status, exc.code, exc.message)
+
+
+async def post_held_action(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    action = request.match_info["action"]
+    if action not in ("replay", "skip"):
+        return _error(404, "not_found", f"unknown action {action!r} on a held record")
+    held_id = _held_id(request)
+    if isinstance(held_id, web.Response):
+        return held_id
+    data = await _body(request)
+    if isinstance(data, web.Response):
+        return data
+    reason = _reason(data, required=True)
+    if isinstance(reason, web.Response):
+        return reason
+    admin = LinkAdmin(node.db)
+    now = node.clock.time_ms()
+    try:
+        if action == "replay":
+            doc = await held_actions.replay(
+                admin, node.validator_for_origin, held_id, who, reason, now
+            )
+        else:
+            doc = await admin.skip_held(held_id, who, reason, now)
+    except HeldError as exc:
+        if exc.code == "still_invalid":
+            await _audit(node, who, "held_replay_refused", held_id=held_id, reason=reason)
+        return _error(exc.status, exc.code, exc.message)
+    await _audit(
+        node,
+        who,
+        f"held_{action}",
+        doc["origin"],
+        held_id=held_id,
+        seq=doc["seq"],
+        record_type=doc["record_type"],
+        reason=reason,
+    )
+    node.metrics.held_waiting.set((await admin.held_counts())["held"])
+    return web.json_response({"action": action, "held": doc})
+
+
+async def post_held_recheck(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    data = await _body(request)
+    if isinstance(data, web.Response):
+        return data
+    reason = _reason(data, required=True)
+    if isinstance(reason, web.Response):
+        return reason
+    admin = LinkAdmin(node.db)
+    result = await held_actions.recheck(
+        admin, node.validator_for_origin, reason, node.clock.time_ms, operator=who
+    )
+    await _audit(
+        node,
+        who,
+        "held_recheck",
+        released=result.released,
+        still_held=result.still_held,
+        reason=reason,
+    )
+    node.metrics.held_waiting.set((await admin.held_counts())["held"])
+    return web.json_response(
+        {"action": "recheck", "released": result.released, "still_held": result.still_held}
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/links", get_links)
     app.router.add_get("/v1/admin/links/{peer}/errors", get_link_errors)
@@ -275,3 +392,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/quarantine", get_quarantine)
     app.router.add_get("/v1/admin/quarantine/{batch_id}", get_quarantined_batch)
     app.router.add_post("/v1/admin/quarantine/{batch_id}/{action}", post_quarantine_action)
+    app.router.add_get("/v1/admin/held", get_held)
+    app.router.add_post("/v1/admin/held/recheck", post_held_recheck)
+    app.router.add_get("/v1/admin/held/{held_id}", get_held_record)
+    app.router.add_post("/v1/admin/held/{held_id}/{action}", post_held_action)

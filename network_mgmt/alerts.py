@@ -118,5 +118,17 @@ def compute_alerts(tree: dict[str, Any], settings: NetworkConfig) -> list[dict[s
                     held,
                 )
             )
+        kept = n.get("held_records") or 0
+        if kept > 0:
+            out.append(
+                _alert(
+                    "poison_records",
+                    "warning",
+                    nid,
+                    f"{kept} received records failed validation and are held aside "
+                    "(lsnet links held list)",
+                    kept,
+                )
+            )
     out.sort(key=lambda a: (SEVERITY_ORDER.get(a["severity"], 9), a["node"], a["alert"]))
     return out

@@ -177,7 +177,10 @@ class Heartbeats:
             recent_errors=tuple(RecentError(t, m[:500]) for t, m in errors),
             health=UP,
             last_seen_ms=now,
-            extra={"release_expires_ms": self._release_expires_ms()},
+            extra={
+                "release_expires_ms": self._release_expires_ms(),
+                "held_records": view.held_records,
+            },
         )
 
     def _release_expires_ms(self) -> int:
@@ -289,6 +292,7 @@ class Heartbeats:
         m.lag.labels(node_id).set(s.lag_ms / 1000.0)
         m.backlog.labels(node_id).set(s.backlog)
         m.quarantined.labels(node_id).set(s.quarantined)
+        m.held_records.labels(node_id).set(s.extra.get("held_records", 0))
         m.security.labels(node_id).set(s.security_events)
         m.errors.labels(node_id).set(s.errors)
         if s.clock_offset_ms is not None:
@@ -315,6 +319,7 @@ class Heartbeats:
             doc["links"] = [self.link_document()] if self.node.upstream is not None else []
             doc["recent_errors"] = self.errors_document(20)
             doc["quarantined"] = await self.admin.quarantined(include_skipped=False, limit=100)
+            doc["held_records"] = await self.admin.held_records(include_decided=False, limit=100)
             doc["transitions"] = list(self.transitions)[-50:]
             return doc
         seen = self.tree.seen.get(node_id)
@@ -340,6 +345,7 @@ class Heartbeats:
         # Remote nodes report how many batches are quarantined, not which (see issue-5 notes).
         doc["quarantined"] = []
         doc["quarantined_count"] = status.quarantined if status is not None else None
+        doc["held_records_count"] = status.extra.get("held_records") if status is not None else None
         doc["via"] = seen.via if seen else None
         return doc
 

@@ -21,8 +21,11 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from node.db import Database
-from node.schema import batches, changelog, link_controls, quarantine_actions
+from node.schema import batches, changelog, held_changes, link_controls, quarantine_actions
 from node.store import insert_for, read_meta_txn
+from node.validation import RecordValidator
+from sync import held as held_store
+from sync.held import HELD
 from sync.wire import BatchHeader, WireError, decode_body
 
 MAX_REASON = 2000
@@ -163,6 +166,7 @@ class BacklogView:
     changes: int
     oldest_ms: int | None
     held: int  # quarantined batches waiting for a decision
+    held_records: int = 0  # received poison records held aside here (sync.held)
 
     def lag_ms(self, now_ms: int) -> int:
         return 0 if self.oldest_ms is None else max(0, now_ms - self.oldest_ms)
@@ -185,10 +189,14 @@ def backlog_txn(conn: Connection) -> BacklogView:
         .select_from(batches)
         .where(batches.c.quarantined.is_(True), batches.c.acked.is_(False))
     ).scalar_one()
+    held_records = conn.execute(
+        select(func.count()).select_from(held_changes).where(held_changes.c.state == HELD)
+    ).scalar_one()
     return BacklogView(
         changes=int(pending[0]) + (meta.last_seq - meta.batched_seq),
         oldest_ms=min(oldest) if oldest else None,
         held=int(held),
+        held_records=int(held_records),
     )
 
 
@@ -247,6 +255,39 @@ class LinkAdmin:
 
     async def skip(self, batch_id: int, reason: str, operator: str, now_ms: int) -> dict[str, Any]:
         return await self.db.write(_decide_txn, batch_id, "skip", reason, operator, now_ms)
+
+    # -- poison records held aside by this node as a receiver (sync.held) ---------------------
+    async def held_records(
+        self, include_decided: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self.db.read(held_store.list_txn, include_decided, limit)
+
+    async def held_record(self, held_id: int) -> dict[str, Any]:
+        return await self.db.read(held_store.inspect_txn, held_id)
+
+    async def held_counts(self) -> dict[str, int]:
+        return await self.db.read(held_store.counts_txn)
+
+    async def release_held(
+        self,
+        held_id: int,
+        rules: RecordValidator,
+        operator: str,
+        reason: str,
+        now_ms: int,
+        validate: bool = True,
+    ) -> dict[str, Any]:
+        return await self.db.write(
+            held_store.release_txn, held_id, rules, operator, reason, now_ms, validate
+        )
+
+    async def skip_held(
+        self, held_id: int, operator: str, reason: str, now_ms: int
+    ) -> dict[str, Any]:
+        return await self.db.write(held_store.skip_txn, held_id, operator, reason, now_ms)
+
+    async def waiting_held_ids(self, limit: int = 1000) -> list[int]:
+        return await self.db.read(held_store.waiting_ids_txn, limit)
 
     async def backlog(self) -> BacklogView:
         return await self.db.read(backlog_txn)

@@ -55,6 +55,12 @@ class HeartbeatMetrics:
             ["node"],
             registry=registry,
         )
+        self.held_records = Gauge(
+            "lsnet_node_held_records",
+            "Received poison records held aside at the node, waiting for an operator",
+            ["node"],
+            registry=registry,
+        )
         self.security = Gauge(
             "lsnet_node_security_events",
             "Security events counted at the node since start",

@@ -456,6 +456,26 @@ class Node:
         self._note_release()
         if self.started_monotonic:  # a type that was `local` may replicate now
             self._background.append(asyncio.create_task(self.promote_kept()))
+            # Records held aside as invalid may pass with the new rules (sync.held).
+            self._background.append(asyncio.create_task(self.recheck_held()))
+
+    async def recheck_held(self) -> None:
+        """Apply the held poison records that the rules in force now accept; audit the count."""
+        from network_mgmt.held_actions import recheck
+        from network_mgmt.link_admin import LinkAdmin
+
+        result = await recheck(
+            LinkAdmin(self.db),
+            self.validator_for_origin,
+            f"re-checked with {self.standards_version}",
+            self.clock.time_ms,
+        )
+        if (result.released or result.still_held) and self.security is not None:
+            await self.security.emit(
+                AuditKind.RECORDS_HELD,
+                code="recheck",
+                detail={"released": result.released, "still_held": result.still_held},
+            )
 
     async def promote_kept(self) -> None:
         """Send up the records kept here whose type the release in force now replicates."""

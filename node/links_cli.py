@@ -1,10 +1,11 @@
 """`lsnet links …`: the upward link of a node and the operator actions on it.
 
 `lsnet links` reads the node's own database (it works while the node is stopped, e.g. after a
-crash). The subcommands (retry, pause, resume, resend, errors, quarantine list/show/replay/skip)
-call the running node's admin API with an operator token from LSNET_OPERATOR_TOKEN or
-`--token-file` (never from the command line, where `ps` would show it): the running node acts at
-once on its live link and audits the action with the token's name. Parsing and printing only.
+crash). The subcommands (retry, pause, resume, resend, errors, quarantine list/show/replay/skip,
+held list/show/replay/skip/recheck) call the running node's admin API with an operator token
+from LSNET_OPERATOR_TOKEN or `--token-file` (never from the command line, where `ps` would show
+it): the running node acts at once and audits the action with the token's name. Parsing and
+printing only.
 """
 
 from __future__ import annotations
@@ -74,9 +75,16 @@ async def _local_links(config: NodeConfig) -> dict[str, Any]:
                 }
             )
         held, skipped = await admin.quarantine_counts()
+        kept = await admin.held_counts()
     finally:
         await asyncio.to_thread(db.close)
-    return {"node": config.node_id, "links": links, "quarantined": held, "skipped": skipped}
+    return {
+        "node": config.node_id,
+        "links": links,
+        "quarantined": held,
+        "skipped": skipped,
+        "held_records": kept["held"],
+    }
 
 
 @main.group(invoke_without_command=True)
@@ -124,6 +132,11 @@ def links(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
         f"quarantined batches waiting: {doc['quarantined']} (skipped: {doc['skipped']}); "
         "see 'lsnet links quarantine list'"
     )
+    if doc["held_records"]:
+        click.echo(
+            f"received records held aside as invalid: {doc['held_records']}; "
+            "see 'lsnet links held list'"
+        )
 
 
 TOKEN_FILE = click.option(
@@ -319,3 +332,104 @@ _decision(
     "the same origin and epoch stay held (the parent accepts no gap); use it for batches made "
     "obsolete, e.g. when the origin was re-initialised with a new epoch.",
 )
+
+
+@links.group("held")
+def held() -> None:
+    """Received records held aside as invalid (poison records). A child's batch whose records
+    fail this node's validation is applied without them when the record type's policy is
+    'hold' ([sync] on_invalid_record, the default), so nothing behind it is blocked; the
+    records wait here for a decision. A new standards release re-checks them by itself."""
+
+
+@held.command("list")
+@CONFIG_OPTION
+@click.option("--all", "include_decided", is_flag=True, help="Include replayed and skipped ones.")
+@JSON_OPTION
+@TOKEN_FILE
+@friendly
+def held_list(
+    config_path: Path, include_decided: bool, as_json: bool, token_file: Path | None
+) -> None:
+    """Held records with origin, seq, record type, reason and time (no personal data)."""
+    config = load_config(config_path)
+    suffix = "?all=1" if include_decided else ""
+    doc = call_node(config, "GET", f"/v1/admin/held{suffix}", None, _token(token_file))
+    if as_json:
+        _print(doc)
+        return
+    counts = doc["counts"]
+    if not doc["held"]:
+        click.echo(
+            f"no held records waiting (replayed {counts['released']}, skipped {counts['skipped']})"
+        )
+        return
+    table = Table("id", "origin", "seq", "type", "version", "reason", "since", "state")
+    for h in doc["held"]:
+        table.add_row(
+            str(h["id"]),
+            h["origin"],
+            str(h["seq"]),
+            h["record_type"],
+            str(h["version"]),
+            h["message"][:70],
+            when(h["held_ms"]),
+            h["state"],
+        )
+    Console().print(table)
+
+
+@held.command("show")
+@CONFIG_OPTION
+@click.argument("held_id", type=click.IntRange(1))
+@TOKEN_FILE
+@friendly
+def held_show(config_path: Path, held_id: int, token_file: Path | None) -> None:
+    """One held record: origin, seq, type, version, why it was held, and the decision."""
+    config = load_config(config_path)
+    _print(call_node(config, "GET", f"/v1/admin/held/{held_id}", None, _token(token_file)))
+
+
+def _held_decision(action: str, help_text: str) -> None:
+    @held.command(action, help=help_text)
+    @CONFIG_OPTION
+    @click.argument("held_id", type=click.IntRange(1))
+    @click.option("--reason", required=True, help="Why (written to the audit log).")
+    @TOKEN_FILE
+    @friendly
+    def command(config_path: Path, held_id: int, reason: str, token_file: Path | None) -> None:
+        config = load_config(config_path)
+        doc = call_node(
+            config,
+            "POST",
+            f"/v1/admin/held/{held_id}/{action}",
+            {"reason": reason},
+            _token(token_file),
+        )
+        h = doc["held"]
+        what = f"held record {held_id} ({h['origin']} seq {h['seq']}, {h['record_type']})"
+        if action == "replay" and h.get("superseded"):
+            click.echo(f"replayed: {what}; a newer version was already applied, which stays")
+        else:
+            click.echo(f"{'replayed' if action == 'replay' else 'skipped'}: {what}")
+
+
+_held_decision(
+    "replay",
+    "Validate the record again with the rules in force now and apply it (an older version never "
+    "overwrites a newer one). Refused with 'still_invalid', changing nothing, if it still fails.",
+)
+_held_decision("skip", "Leave the record out for good (it stays listed, with the reason).")
+
+
+@held.command("recheck")
+@CONFIG_OPTION
+@click.option("--reason", required=True, help="Why (written to the audit log).")
+@TOKEN_FILE
+@friendly
+def held_recheck(config_path: Path, reason: str, token_file: Path | None) -> None:
+    """Replay every held record that passes the rules in force now; the others stay held."""
+    config = load_config(config_path)
+    body = {"reason": reason}
+    doc = call_node(config, "POST", "/v1/admin/held/recheck", body, _token(token_file))
+    click.echo(f"applied {doc['released']} held records; {doc['still_held']} still fail")

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -322,3 +323,30 @@ e2e_probes = Table(
     Column("sent_ms", BigInteger, nullable=False),
     Column("arrived_ms", BigInteger, nullable=False),
 )
+
+# Poison records held aside by a receiver (sync.held, migration 0011): a change that failed
+# validation, of a record type whose policy is `hold`, kept with the reason while the rest of its
+# batch was applied. `state`: held, released (re-validated and applied) or skipped.
+held_changes = Table(
+    "held_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(64), nullable=False),
+    Column("epoch", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("record_type", String(64), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("standards", String(64), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("held_ms", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("decided_ms", BigInteger, nullable=False),
+    Column("operator", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    UniqueConstraint("origin", "epoch", "seq", name="uq_held_changes_position"),
+)
+Index("ix_held_changes_state", held_changes.c.state, held_changes.c.origin)

@@ -62,6 +62,7 @@ class AuditKind(StrEnum):
     REQUEST_REJECTED = "request_rejected"
     BATCH_REJECTED = "batch_rejected"
     BATCH_QUARANTINED = "batch_quarantined"
+    RECORDS_HELD = "records_held"  # poison records held aside by a receiver (sync.held)
     STANDARDS_REFUSED = "standards_refused"
     STANDARDS_PUBLISHED = "standards_published"
     STANDARDS_IN_FORCE = "standards_in_force"

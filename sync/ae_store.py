@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
@@ -26,6 +27,7 @@ from network_mgmt.probe import is_probe, note_probes_txn
 from node.schema import batches, records, watermarks
 from node.store import insert_for, payload_json, read_meta_txn, record_hash
 from sync.ae_wire import BUCKET_SEQS, RangeSummary, RangeVerdict
+from sync.held import OverlayRow, hold_txn, overlay_txn
 from sync.store import _store_batch, _watermark_row, apply_batch_txn, log_apply
 from sync.verify import VerifiedBatch
 from sync.wire import BatchResult, BatchStatus, Code, SignedBatch
@@ -55,7 +57,7 @@ def top_digest(buckets: dict[int, bytes]) -> bytes:
 
 
 def range_digest_txn(conn: Connection, origin: str, epoch: str, held_seq: int) -> RangeDigest:
-    rows = conn.execute(
+    rows: Iterable[Any] = conn.execute(
         select(
             records.c.seq,
             records.c.record_type,
@@ -67,6 +69,9 @@ def range_digest_txn(conn: Connection, origin: str, epoch: str, held_seq: int) -
         .where(records.c.owner == origin, records.c.epoch == epoch)
         .order_by(records.c.seq)
     )
+    overlay = overlay_txn(conn, origin, epoch)
+    if overlay:
+        rows = _with_overlay(rows, overlay)
     buckets: dict[int, bytes] = {}
     current = -1
     h = hashlib.sha256()
@@ -85,6 +90,28 @@ def range_digest_txn(conn: Connection, origin: str, epoch: str, held_seq: int) -
     if current >= 0:
         buckets[current] = h.digest()
     return RangeDigest(origin, epoch, held_seq, count, buckets)
+
+
+def _with_overlay(rows: Iterable[Any], overlay: Sequence[OverlayRow]) -> list[Any]:
+    """The record rows with the changes held aside here counted in, as the child (which
+    applied them) counts them: a held change stands for its key unless a version at least as
+    new was applied since. Rare, so done in memory."""
+    best: dict[tuple[str, str], OverlayRow] = {}
+    for change in overlay:
+        k = (change.record_type, change.key)
+        if k not in best or best[k].version < change.version:
+            best[k] = change
+    out: list[Any] = []
+    for row in rows:
+        o = best.get((row.record_type, row.key))
+        if o is not None and o.version > row.version:
+            continue  # the held change is newer than the record row: it stands instead
+        if o is not None:
+            del best[(row.record_type, row.key)]  # applied since at least as new
+        out.append(row)
+    out.extend(best.values())
+    out.sort(key=lambda r: r.seq)
+    return out
 
 
 def child_ranges_txn(conn: Connection) -> list[RangeDigest]:
@@ -209,6 +236,7 @@ def repair_txn(
         ]
         if rows:
             _repair_upsert(conn, rows)
+        hold_txn(conn, h, vb.held, now_ms)
         note_probes_txn(conn, h.origin, [c for c in vb.changes if is_probe(c.record_type)], now_ms)
         if held is None:
             _store_batch(

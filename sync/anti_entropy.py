@@ -393,6 +393,7 @@ class AntiEntropyServer:
                             limits=limits,
                             validate_records=self.config.sync.revalidate_records,
                             rules_for=self.validator,
+                            hold_invalid=self.config.sync.holds_invalid,
                         )
                     )
                 except BatchRejected as exc:

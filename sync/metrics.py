@@ -59,6 +59,19 @@ class SyncMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.records_held = Counter(
+            "sync_records_held",
+            "Received records that failed validation and were held aside (policy 'hold')",
+            ["origin", "reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.held_waiting = Gauge(
+            "sync_records_held_waiting",
+            "Records held aside here that still wait for an operator's release or skip",
+            namespace=ns,
+            registry=registry,
+        )
         self.backlog = Gauge(
             "sync_backlog_changes",
             "Changes not yet acknowledged by the parent",

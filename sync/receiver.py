@@ -184,6 +184,8 @@ class PushReceiver:
                 applied_any = True
                 self.metrics.records_applied.labels(vb.header.origin).inc(vb.header.count)
                 self.metrics.watermark.labels(vb.header.origin).set(vb.header.last_seq)
+                if vb.held:
+                    await self._note_held(push.sender, vb)
             elif res.status is BatchStatus.REJECTED:
                 self.metrics.rejected.labels(res.code).inc()
                 if self.events is not None:
@@ -209,6 +211,35 @@ class PushReceiver:
         sealed = Sealed(envelope, sign(self.key, PURPOSE_PUSH_REPLY, envelope))
         return web.Response(body=sealed.to_bytes(), content_type=CONTENT_TYPE)
 
+    async def _note_held(self, sender: str, vb: VerifiedBatch) -> None:
+        """Count, log and audit the poison records of an applied batch that were held aside."""
+        origin = vb.header.origin
+        for h in vb.held:
+            self.metrics.records_held.labels(origin, h.code).inc()
+        self.metrics.held_waiting.inc(len(vb.held))
+        log.warning(
+            "IN [%s] held %d invalid records of %s [%d, %d] aside (first: %s); see "
+            "'lsnet links held list'",
+            sender,
+            len(vb.held),
+            origin,
+            vb.header.first_seq,
+            vb.header.last_seq,
+            vb.held[0].message,
+        )
+        if self.events is not None:
+            await self.events.emit(
+                AuditKind.RECORDS_HELD,
+                peer=sender,
+                code=vb.held[0].code,
+                detail={
+                    "origin": origin,
+                    "first_seq": vb.header.first_seq,
+                    "last_seq": vb.header.last_seq,
+                    "held": len(vb.held),
+                },
+            )
+
     def _parse(self, envelope: bytes) -> Push:
         return Push.from_bytes(envelope, max_batches=self.config.limits.max_batches_per_transfer)
 
@@ -226,6 +257,7 @@ class PushReceiver:
                         limits=self.config.limits,
                         validate_records=self.config.sync.revalidate_records,
                         rules_for=self.validator,
+                        hold_invalid=self.config.sync.holds_invalid,
                     )
                 )
             except BatchRejected as exc:

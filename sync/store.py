@@ -24,6 +24,7 @@ from node.store import insert_for, payload_json, read_meta_txn, record_hash
 from security.keys import NodeKey
 from security.signing import sign
 from sync.epochs import upsert_for_epoch
+from sync.held import hold_txn
 from sync.verify import Order, VerifiedBatch, decide_order
 from sync.wire import (
     PURPOSE_BATCH,
@@ -349,6 +350,7 @@ def apply_batch_txn(
         conn, h, vb.signed, vb.header_hash, source="relay", acked=not keep_for_relay, now_ms=now_ms
     )
     log_apply(conn, h, vb.header_hash, "push", now_ms)
+    hold_txn(conn, h, vb.held, now_ms)  # poison records held aside by policy (sync.held)
     if current is None:
         conn.execute(
             watermarks.insert().values(

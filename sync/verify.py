@@ -37,11 +37,22 @@ from sync.wire import (
 
 
 @dataclass(frozen=True, slots=True)
+class HeldChange:
+    """A change of a verified batch that failed record validation and is held aside, by the
+    receiver's policy for its record type, instead of refusing the batch (`sync.held`)."""
+
+    change: Change
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedBatch:
     signed: SignedBatch
     header: BatchHeader
     header_hash: bytes
-    changes: list[Change]
+    changes: list[Change]  # the changes to apply (without the held ones)
+    held: tuple[HeldChange, ...] = ()
 
 
 def verify_batch(
@@ -54,8 +65,15 @@ def verify_batch(
     limits: LimitsConfig,
     validate_records: bool = True,
     rules_for: Callable[[str], RecordValidator] | None = None,
+    hold_invalid: Callable[[str], bool] | None = None,
 ) -> VerifiedBatch:
-    """Return the verified batch or raise BatchRejected with a precise code."""
+    """Return the verified batch or raise BatchRejected with a precise code.
+
+    A change that fails record validation refuses the whole batch, unless `hold_invalid` says
+    its record type is held: then it is left out of `changes` and returned in `held`. Only
+    record content is ever held; anything about the batch itself (signature, digest, shape,
+    authorisation, probes) always refuses it.
+    """
     if signed.size > limits.max_batch_bytes:
         raise BatchRejected(
             Code.TOO_LARGE, f"batch is {signed.size} bytes; limit {limits.max_batch_bytes}"
@@ -95,12 +113,21 @@ def verify_batch(
         raise BatchRejected(exc.code, f"batch of {origin}: {exc.message}") from None
     rules = rules_for(origin) if rules_for is not None else BuiltinValidator()
     check = check_change if validate_records else check_change_key
+    held: list[HeldChange] = []
     for change in changes:
         if is_probe(change.record_type):  # end-to-end lag probe: not a record (network_mgmt)
             check_probe(change, origin)
             continue
-        check(change, rules)
-    return VerifiedBatch(signed, header, header_hash(signed.header_bytes), changes)
+        try:
+            check(change, rules)
+        except BatchRejected as exc:
+            if hold_invalid is None or not hold_invalid(change.record_type):
+                raise
+            held.append(HeldChange(change, exc.code.value, exc.message))
+    if held:
+        seqs = {h.change.seq for h in held}
+        changes = [c for c in changes if c.seq not in seqs]
+    return VerifiedBatch(signed, header, header_hash(signed.header_bytes), changes, tuple(held))
 
 
 def check_change_key(change: Change, rules: RecordValidator) -> None:
