@@ -11,15 +11,18 @@ the origin's later batches wait, as before.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 from sqlalchemy import Connection, func, select
 
 from hierarchy_config.standards import Issue
 from node.app import Node
+from node.cli import main
 from node.datagen import generate_records
 from node.records import RecordInvalid, ValidRecord
 from node.schema import records
@@ -205,6 +208,34 @@ async def test_held_records_do_not_block_and_are_replayed_or_skipped(net: TestNe
     _, doc = await get_json(province, "/v1/admin/held?all=1", token=op)
     assert doc["counts"] == {"held": 0, "released": bad - 1, "skipped": 1}
 
+    # The terminal view, for the province's operator.
+    config = str(next(e.config_path for e in net.layout.nodes if e.id == province_id))
+    env = {"LSNET_OPERATOR_TOKEN": op}
+    result = await _cli(["links", "held", "list", "--config", config, "--all"], env)
+    assert result.exit_code == 0 and "skipped" in result.output and "released" in result.output
+    result = await _cli(["links", "held", "list", "--config", config], env)
+    assert "no held records waiting (replayed 3, skipped 1)" in result.output
+    result = await _cli(["links", "held", "skip", "--config", config, "999"], env, "--reason=x")
+    assert result.exit_code == 2 and "not_found" in result.output
+
+    # A new standards release re-checks held records by itself (Node.recheck_held).
+    province.validator = WithoutType31(full)
+    await net.ingest(city_id, _records(city_id, 30, seed=8, back_payments=2))
+    await net.wait_converged(30)
+    _, doc = await get_json(province, "/v1/admin/held", token=op)
+    assert doc["counts"]["held"] == 2
+    province.validator = full
+    await province.recheck_held()
+    _, doc = await get_json(province, "/v1/admin/held", token=op)
+    assert doc["counts"]["held"] == 0
+    assert await _record_count(province, city_id) == await _record_count(city, city_id) - 1
+    rechecks = [
+        e
+        for e in await AuditReader(province.db).entries(kind=AuditKind.RECORDS_HELD)
+        if e.code == "recheck"
+    ]
+    assert [e.detail_map()["released"] for e in rechecks] == [2]
+
     actions = await AuditReader(province.db).entries(kind=AuditKind.OPERATOR_ACTION)
     codes = [e.code for e in actions]
     assert codes.count("held_replay_refused") == 1
@@ -260,6 +291,13 @@ async def test_block_policy_quarantines_and_holds_back_later_batches(
         await net.wait_converged(30)
     finally:
         await net.stop_all()
+
+
+async def _cli(args: list[str], env: dict[str, str], *extra: str) -> Result:
+    runner = CliRunner()
+    return await asyncio.to_thread(
+        runner.invoke, main, [*args, *extra], env=env, catch_exceptions=False
+    )
 
 
 async def _metrics(node: Node) -> str:

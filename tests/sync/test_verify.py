@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -64,6 +64,7 @@ def run(
     keys: Mapping[str, VerifyKey] | None = None,
     limits: LimitsConfig | None = None,
     validate_records: bool = True,
+    hold_invalid: Callable[[str], bool] | None = None,
 ) -> VerifiedBatch:
     routes = ROUTE_AT_MINISTRY if receiver == MINISTRY else ROUTE_AT_PROVINCE
     return verify_batch(
@@ -74,6 +75,7 @@ def run(
         route_of=routes.get,
         limits=limits or LimitsConfig(),
         validate_records=validate_records,
+        hold_invalid=hold_invalid,
     )
 
 
@@ -289,6 +291,32 @@ def test_invalid_record_inside_a_well_signed_batch() -> None:
     assert f"seq {changes[person].seq}" in exc.message
     # The same batch passes when record validation is switched off.
     assert run(_signed_with_changes(changes), validate_records=False).header.count == 4
+
+
+def test_invalid_record_of_a_held_type_is_held_and_the_rest_verified() -> None:
+    changes = changes_for(valid_records(CITY_A, 6))
+    person = next(i for i, c in enumerate(changes) if c.record_type == "person")
+    payload = dict(changes[person].payload)
+    payload["gender"] = "7"
+    changes[person] = dataclasses.replace(changes[person], payload=payload)
+    signed = _signed_with_changes(changes)
+    vb = run(signed, hold_invalid=lambda record_type: record_type == "person")
+    assert [h.change.seq for h in vb.held] == [changes[person].seq]
+    assert vb.held[0].code == Code.INVALID_RECORD.value and "gender" in vb.held[0].message
+    assert [c.seq for c in vb.changes] == [c.seq for c in changes if c.seq != changes[person].seq]
+    assert vb.header.count == len(changes)  # the batch itself is whole and stays as signed
+    # A policy of 'block' for persons refuses the batch, as before.
+    exc = rejected(signed, hold_invalid=lambda record_type: record_type != "person")
+    assert exc.code is Code.INVALID_RECORD
+
+
+def test_nothing_about_the_batch_itself_is_ever_held() -> None:
+    changes = changes_for(valid_records(CITY_A, 3))
+    signed = _signed_with_changes(changes)
+    tampered = dataclasses.replace(signed, body=signed.body[:-1] + b"\x00")
+    assert rejected(tampered, hold_invalid=lambda _t: True).code is Code.BAD_DIGEST
+    forged = make_batch(KEYS[CITY_B], CITY_A, EPOCH, changes)
+    assert rejected(forged, hold_invalid=lambda _t: True).code is Code.BAD_SIGNATURE
 
 
 def test_unknown_record_type_is_an_invalid_record() -> None:
