@@ -1,5 +1,5 @@
-// The drill-down for one node: its entry from the tree, its links, recent errors and quarantined
-// (poison) batches, rendered from `/v1/network/node/{id}`. Lists are drawn generically (one
+// The drill-down for one node: its entry from the tree, its links, recent errors, quarantined
+// (poison) batches and the received records it holds aside as invalid, rendered from `/v1/network/node/{id}`. Lists are drawn generically (one
 // column per field, `*_ms` fields as UTC times) so that fields added to the API show up without
 // a page change.
 //
@@ -14,9 +14,10 @@ import { count, el, seconds, timestamp } from "./format.js";
 export const ADMIN = {
   link: (peer, action) => `/v1/admin/links/${encodeURIComponent(peer)}/${action}`,
   batch: (batchId, action) => `/v1/admin/quarantine/${encodeURIComponent(batchId)}/${action}`,
+  held: (heldId, action) => `/v1/admin/held/${encodeURIComponent(heldId)}/${action}`,
 };
 
-const HIDDEN = new Set(["links", "recent_errors", "quarantined", "transitions"]);
+const HIDDEN = new Set(["links", "recent_errors", "quarantined", "held_records", "transitions"]);
 
 function value(key, v) {
   if (v === null || v === undefined || v === "") return "–";
@@ -73,6 +74,12 @@ export function renderDetail(container, doc, { isSelf, operator, onAction }) {
         act("skip", ADMIN.batch(b.batch_id, "skip"), { reason: "" }, "Reason for skipping this batch (it is never delivered)"),
       ]
     : null;
+  const heldActions = canAct
+    ? (h) => [
+        act("replay", ADMIN.held(h.id, "replay"), { reason: "" }, "Reason for replaying this record (it is validated again)"),
+        act("skip", ADMIN.held(h.id, "skip"), { reason: "" }, "Reason for leaving this record out for good"),
+      ]
+    : null;
   const note = isSelf
     ? operator
       ? null
@@ -81,6 +88,8 @@ export function renderDetail(container, doc, { isSelf, operator, onAction }) {
   const quarantined = doc.quarantined || [];
   const quarantineNote =
     !isSelf && doc.quarantined_count ? el("p", {}, `${doc.quarantined_count} batch(es) quarantined at that node.`) : null;
+  const heldNote =
+    !isSelf && doc.held_records_count ? el("p", {}, `${doc.held_records_count} record(s) held aside at that node.`) : null;
   const parts = [
     facts(doc),
     note,
@@ -91,6 +100,9 @@ export function renderDetail(container, doc, { isSelf, operator, onAction }) {
     el("h3", {}, "Quarantined batches"),
     quarantineNote,
     listTable(quarantined, batchActions),
+    el("h3", {}, "Received records held aside (invalid here)"),
+    heldNote,
+    isSelf ? listTable(doc.held_records || [], heldActions) : null,
   ];
   container.replaceChildren(...parts.filter((p) => p !== null));
 }

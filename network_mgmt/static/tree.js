@@ -68,7 +68,7 @@ export function defaultCollapsed(nodes, rootId) {
 }
 
 // A node needs attention when it is not up, runs another release than the root, holds
-// quarantined batches, or lags by a minute or more.
+// quarantined batches or held-aside records, or lags by a minute or more.
 export const ATTENTION_LAG_S = 60;
 
 export function needsAttention(n, rootRelease) {
@@ -76,6 +76,7 @@ export function needsAttention(n, rootRelease) {
     n.health !== "up" ||
     Boolean(rootRelease && n.release && n.release !== rootRelease) ||
     (n.quarantined || 0) > 0 ||
+    (n.held_records || 0) > 0 ||
     (n.lag_s || 0) >= ATTENTION_LAG_S
   );
 }
