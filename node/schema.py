@@ -350,3 +350,15 @@ held_changes = Table(
     UniqueConstraint("origin", "epoch", "seq", name="uq_held_changes_position"),
 )
 Index("ix_held_changes_state", held_changes.c.state, held_changes.c.origin)
+
+# The last errors of each upward link (sync.store.note_link_error_txn keeps 100 per peer), so they
+# outlive a restart (migration 0011).
+link_errors = Table(
+    "link_errors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("peer", String(64), nullable=False),
+    Column("time_ms", BigInteger, nullable=False),
+    Column("message", Text, nullable=False),
+)
+Index("ix_link_errors_peer", link_errors.c.peer, link_errors.c.id)

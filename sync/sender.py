@@ -123,6 +123,7 @@ class UpstreamQueue:
 
     async def start(self) -> None:
         self.state = await self.store.load_link(self.parent.id)
+        self.recent_errors.extend(await self.store.recent_link_errors(self.parent.id, 50))
         self._set_mode_metric()
         self._task = asyncio.create_task(self._run(), name=f"upstream-{self.parent.id}")
         self.poke()
@@ -315,11 +316,11 @@ class UpstreamQueue:
             code,
             message,
         )
-        await self.store.quarantine(batch.id, code, message)
-        self._note_error(
+        when, text = self._note_error(
             f"batch {batch.origin} [{batch.first_seq}, {batch.last_seq}] "
             f"quarantined: {code} {message}"
         )
+        await self.store.quarantine(batch.id, code, message, (self.parent.id, when, text))
         self.metrics.quarantined.labels(
             batch.origin, code if code in CONTENT_CODES else "other"
         ).inc()
@@ -370,7 +371,7 @@ class UpstreamQueue:
             now,
         )
         self.metrics.transfer_failures.labels(self.parent.id).inc()
-        self._note_error(message)
+        error = self._note_error(message)
         log.warning(
             "UP [%s] transfer failed (%d in a row), retrying in %.1fs: %s",
             self.parent.id,
@@ -379,14 +380,17 @@ class UpstreamQueue:
             message,
         )
         try:
-            await self.store.save_link(self.state)
+            await self.store.save_link(self.state, error)
         except Exception:
             log.exception("UP [%s] could not persist link state", self.parent.id)
         self._set_mode_metric()
 
-    def _note_error(self, message: str) -> None:
+    def _note_error(self, message: str) -> tuple[int, str]:
+        """Count and remember an error (the caller persists it with its own write)."""
         self.error_count += 1
-        self.recent_errors.append((self.clock.time_ms(), message[:500]))
+        entry = (self.clock.time_ms(), message[:500])
+        self.recent_errors.append(entry)
+        return entry
 
     def _set_mode_metric(self) -> None:
         for mode in Mode:

@@ -14,12 +14,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, and_, delete, exists, select, update
 from sqlalchemy.orm import aliased
 
 from network_mgmt.probe import is_probe, note_probes_txn
 from node.db import Database
-from node.schema import apply_log, batches, changelog, links, node_meta, watermarks
+from node.schema import (
+    apply_log,
+    batches,
+    changelog,
+    link_errors,
+    links,
+    node_meta,
+    watermarks,
+)
 from node.store import insert_for, payload_json, read_meta_txn, record_hash
 from security.keys import NodeKey
 from security.signing import sign
@@ -237,7 +245,16 @@ def apply_acks_txn(conn: Connection, marks: Sequence[Watermark]) -> tuple[int, i
     return acked, requeued
 
 
-def quarantine_txn(conn: Connection, batch_id: int, code: str, reason: str) -> None:
+def quarantine_txn(
+    conn: Connection,
+    batch_id: int,
+    code: str,
+    reason: str,
+    error: tuple[str, int, str] | None = None,
+) -> None:
+    """Quarantine a batch (and note the link error, peer/time/message, in the same transaction)."""
+    if error is not None:
+        note_link_error_txn(conn, *error)
     conn.execute(
         update(batches)
         .where(batches.c.id == batch_id)
@@ -252,7 +269,40 @@ def load_link_txn(conn: Connection, peer: str) -> LinkState:
     return LinkState(**dict(row))
 
 
-def save_link_txn(conn: Connection, state: LinkState) -> None:
+KEPT_LINK_ERRORS = 100
+
+
+def note_link_error_txn(conn: Connection, peer: str, time_ms: int, message: str) -> None:
+    """Remember one error of the link to `peer`, keeping the last KEPT_LINK_ERRORS."""
+    conn.execute(link_errors.insert().values(peer=peer, time_ms=time_ms, message=message[:2000]))
+    cutoff = conn.execute(
+        select(link_errors.c.id)
+        .where(link_errors.c.peer == peer)
+        .order_by(link_errors.c.id.desc())
+        .offset(KEPT_LINK_ERRORS - 1)
+        .limit(1)
+    ).scalar()
+    if cutoff is not None:
+        conn.execute(
+            delete(link_errors).where(link_errors.c.peer == peer, link_errors.c.id < cutoff)
+        )
+
+
+def recent_link_errors_txn(conn: Connection, peer: str, limit: int) -> list[tuple[int, str]]:
+    """The last `limit` errors of the link to `peer`, oldest first."""
+    rows = conn.execute(
+        select(link_errors.c.time_ms, link_errors.c.message)
+        .where(link_errors.c.peer == peer)
+        .order_by(link_errors.c.id.desc())
+        .limit(limit)
+    ).all()
+    return [(int(r.time_ms), str(r.message)) for r in reversed(rows)]
+
+
+def save_link_txn(conn: Connection, state: LinkState, error: tuple[int, str] | None = None) -> None:
+    """Persist the link state (and, in the same transaction, the error that changed it)."""
+    if error is not None:
+        note_link_error_txn(conn, state.peer, error[0], error[1])
     values: dict[str, Any] = {
         "mode": state.mode,
         "failures": state.failures,
@@ -430,14 +480,19 @@ class SyncStore:
     async def apply_acks(self, marks: Sequence[Watermark]) -> tuple[int, int]:
         return await self.db.write(apply_acks_txn, marks)
 
-    async def quarantine(self, batch_id: int, code: str, reason: str) -> None:
-        await self.db.write(quarantine_txn, batch_id, code, reason)
+    async def quarantine(
+        self, batch_id: int, code: str, reason: str, error: tuple[str, int, str] | None = None
+    ) -> None:
+        await self.db.write(quarantine_txn, batch_id, code, reason, error)
+
+    async def recent_link_errors(self, peer: str, limit: int) -> list[tuple[int, str]]:
+        return await self.db.read(recent_link_errors_txn, peer, limit)
 
     async def load_link(self, peer: str) -> LinkState:
         return await self.db.read(load_link_txn, peer)
 
-    async def save_link(self, state: LinkState) -> None:
-        await self.db.write(save_link_txn, state)
+    async def save_link(self, state: LinkState, error: tuple[int, str] | None = None) -> None:
+        await self.db.write(save_link_txn, state, error)
 
     async def apply_batch(
         self, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool

@@ -104,7 +104,8 @@ async def test_tree_order_filters_and_scale(page: Any) -> None:
             summary: t.summarise(nodes),
             byName: nodes.filter((x) => t.matches(x, 'n3202')).map((x) => x.node_id),
             scale: [0, 0.3, 1, 7, 11, 4000].map(c.niceMax),
-            held: [0, 2].map((h) => t.needsAttention(n('320400', '320000', { held_records: h }), 'r2')),
+            held: [0, 2].map(
+              (h) => t.needsAttention(n('320400', '320000', { held_records: h }), 'r2')),
           };
         }"""
     )

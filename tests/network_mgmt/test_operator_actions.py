@@ -110,6 +110,12 @@ async def test_pause_resume_retry_and_errors(net: TestNet) -> None:
     status, body = await get_json(city, f"/v1/admin/links/{parent}/errors?limit=3", token=op)
     assert status == 200 and 1 <= len(body["errors"]) <= 3
     assert body["errors"][0]["time_ms"] >= body["errors"][-1]["time_ms"]  # newest first
+    # The errors outlive a restart of the city (kept in its database, the last 100).
+    before = body["errors"]
+    await net.stop(city_id)
+    city = await net.start(city_id)
+    status, body = await get_json(city, f"/v1/admin/links/{parent}/errors?limit=50", token=op)
+    assert status == 200 and all(e in body["errors"] for e in before)
     await net.start(parent)
     status, body = await post_json(city, f"/v1/admin/links/{parent}/retry", {}, token=op)
     assert status == 200

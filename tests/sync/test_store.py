@@ -505,3 +505,14 @@ async def test_stored_batches_pages_in_id_order(city: Side) -> None:
     ids = [r[0] for r in first + rest]
     assert ids == sorted(ids) and len(ids) == 5
     assert {r[1] for r in first + rest} == {CITY_A}
+
+
+async def test_link_errors_are_kept_with_the_state_and_trimmed(city: Side) -> None:
+    state = LinkState(PROVINCE, "backing_off", 1, 0, 0, "", 0)
+    for i in range(1, 106):
+        await city.sync.save_link(state, (NOW_MS + i, f"error {i}"))
+    kept = await city.sync.recent_link_errors(PROVINCE, 500)
+    assert len(kept) == 100  # the last 100, oldest first
+    assert kept[0] == (NOW_MS + 6, "error 6") and kept[-1] == (NOW_MS + 105, "error 105")
+    assert await city.sync.recent_link_errors(PROVINCE, 2) == kept[-2:]
+    assert await city.sync.recent_link_errors("999999", 5) == []
