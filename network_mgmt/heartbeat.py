@@ -28,11 +28,13 @@ from sqlalchemy import Connection, select
 
 from network_mgmt.heartbeat_wire import (
     HEARTBEAT_PATH,
+    MAX_QUARANTINE_SAMPLE,
     Heartbeat,
     HeartbeatRejected,
     HeartbeatReply,
     HeartbeatUnauthenticated,
     NodeStatus,
+    QuarantinedBatch,
     RecentError,
     check_heartbeat,
     check_reply,
@@ -153,6 +155,11 @@ class Heartbeats:
             errors = [*errors[-4:], (self.last_error_ms, self.last_error)]
         security = node.security.events if node.security is not None else None
         size = node.db.size_bytes()
+        sample = (
+            await self.admin.quarantined(include_skipped=False, limit=MAX_QUARANTINE_SAMPLE)
+            if view.held
+            else []
+        )
         return NodeStatus(
             node_id=self.config.node_id,
             parent=self.config.parent.id if self.config.parent else "",
@@ -181,6 +188,18 @@ class Heartbeats:
                 "release_expires_ms": self._release_expires_ms(),
                 "held_records": view.held_records,
             },
+            quarantine=tuple(
+                QuarantinedBatch(
+                    q["batch_id"],
+                    q["origin"],
+                    q["first_seq"],
+                    q["last_seq"],
+                    q["code"],
+                    q["reason"][:200],
+                    q["time_ms"],
+                )
+                for q in sample
+            ),
         )
 
     def _release_expires_ms(self) -> int:
@@ -342,8 +361,13 @@ class Heartbeats:
         doc["recent_errors"] = (
             [asdict(e) for e in reversed(status.recent_errors)] if status is not None else []
         )
-        # Remote nodes report how many batches are quarantined, not which (see issue-5 notes).
-        doc["quarantined"] = []
+        # Remote nodes name their oldest quarantined batches (at most MAX_QUARANTINE_SAMPLE);
+        # acting on them is done at that node.
+        doc["quarantined"] = (
+            [dict(asdict(q), range=[q.first_seq, q.last_seq]) for q in status.quarantine]
+            if status is not None
+            else []
+        )
         doc["quarantined_count"] = status.quarantined if status is not None else None
         doc["held_records_count"] = status.extra.get("held_records") if status is not None else None
         doc["via"] = seen.via if seen else None

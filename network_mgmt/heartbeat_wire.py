@@ -63,6 +63,52 @@ class RecentError:
     message: str
 
 
+MAX_QUARANTINE_SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class QuarantinedBatch:
+    """One quarantined batch as a heartbeat names it, so ancestors can list it (not act on it)."""
+
+    batch_id: int  # the id at the reporting node (for `lsnet links quarantine show` there)
+    origin: str
+    first_seq: int
+    last_seq: int
+    code: str
+    reason: str
+    time_ms: int
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.batch_id,
+            self.origin,
+            self.first_seq,
+            self.last_seq,
+            self.code,
+            self.reason,
+            self.time_ms,
+        ]
+
+    @classmethod
+    def from_wire(cls, m: Any) -> QuarantinedBatch:
+        if not (
+            isinstance(m, list)
+            and len(m) == 7
+            and _int(m[0])
+            and _text(m[1], MAX_ID_LEN)
+            and _int(m[2])
+            and _int(m[3])
+            and _text(m[4], 64)
+            and _text(m[5])
+            and _int(m[6])
+        ):
+            raise WireError(
+                Code.MALFORMED,
+                "quarantined batch must be [id, origin, first, last, code, reason, time_ms]",
+            )
+        return cls(*m)
+
+
 @dataclass(frozen=True)
 class NodeStatus:
     """The status of one node, as it reported it (and as the hop that passes it on judged it)."""
@@ -91,11 +137,15 @@ class NodeStatus:
     health: str = "up"  # as judged by the hop that reports it
     last_seen_ms: int | None = None  # as judged by the hop that reports it (its clock)
     extra: Mapping[str, int] = field(default_factory=dict)
+    # The oldest quarantined batches waiting at the node (at most MAX_QUARANTINE_SAMPLE); absent
+    # from the heartbeats of older nodes.
+    quarantine: tuple[QuarantinedBatch, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["recent_errors"] = [[e.time_ms, e.message] for e in self.recent_errors]
         doc["extra"] = dict(self.extra)
+        doc["quarantine"] = [q.to_wire() for q in self.quarantine]
         return doc
 
     @classmethod
@@ -115,6 +165,10 @@ class NodeStatus:
             raise WireError(Code.MALFORMED, "status extra must be a small map")
         if not all(_text(k, MAX_ID_LEN) and _int(v, lo=-(2**62)) for k, v in extra.items()):
             raise WireError(Code.MALFORMED, "status extra must map names to integers")
+        sample = m.get("quarantine", [])
+        if not isinstance(sample, list) or len(sample) > MAX_QUARANTINE_SAMPLE:
+            raise WireError(Code.MALFORMED, "status quarantine must be a short list")
+        quarantine = tuple(QuarantinedBatch.from_wire(q) for q in sample)
         values: dict[str, Any] = {}
         for name, kind in _FIELDS.items():
             v = m.get(name)
@@ -123,7 +177,7 @@ class NodeStatus:
             values[name] = v
         if values["health"] not in HEALTH_VALUES:
             raise WireError(Code.MALFORMED, "status health must be up, down or unknown")
-        return cls(**values, recent_errors=tuple(recent), extra=dict(extra))
+        return cls(**values, recent_errors=tuple(recent), extra=dict(extra), quarantine=quarantine)
 
 
 def _int(v: Any, lo: int = 0) -> bool:

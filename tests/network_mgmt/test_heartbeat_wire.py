@@ -16,6 +16,7 @@ from network_mgmt.heartbeat_wire import (
     HeartbeatReply,
     HeartbeatUnauthenticated,
     NodeStatus,
+    QuarantinedBatch,
     RecentError,
     check_heartbeat,
     check_reply,
@@ -66,9 +67,14 @@ def test_round_trip_and_offset(net: dict[str, tuple[NodeConfig, NodeKey]]) -> No
     p1, c1, _, _ = ids(net)
     parent_cfg, parent_key = net[p1]
     child_cfg, child_key = net[c1]
-    hb = Heartbeat(c1, p1, NOW, b"n" * 16, (status(c1, p1),))
+    sample = (QuarantinedBatch(7, c1, 11, 20, "invalid_record", "seq 12: bad gender", NOW - 9),)
+    hb = Heartbeat(c1, p1, NOW, b"n" * 16, (status(c1, p1, quarantined=1, quarantine=sample),))
     got = check_heartbeat(parent_cfg, make_heartbeat(child_key, hb), NOW + 50, SKEW)
-    assert got == hb
+    assert got == hb and got.nodes[0].quarantine == sample
+    # A heartbeat of an older node, without the sample, is still read.
+    old = status(c1, p1).to_wire()
+    del old["quarantine"]
+    assert NodeStatus.from_wire(old).quarantine == ()
     reply = make_reply(parent_key, HeartbeatReply(p1, c1, b"n" * 16, NOW + 2000, 1))
     checked = check_reply(child_cfg, reply, b"n" * 16)
     assert checked.parent_ms == NOW + 2000
@@ -144,7 +150,17 @@ def test_malformed_entries_are_refused(net: dict[str, tuple[NodeConfig, NodeKey]
     p1, c1, _, _ = ids(net)
     key = net[c1][1]
     good = status(c1, p1).to_wire()
-    for bad in ({**good, "backlog": -1}, {**good, "health": "great"}, {**good, "lag_ms": 1.5}, "x"):
+    sample = [1, c1, 1, 2, "invalid_record", "r", NOW]
+    for bad in (
+        {**good, "backlog": -1},
+        {**good, "health": "great"},
+        {**good, "lag_ms": 1.5},
+        "x",
+        {**good, "quarantine": [sample[:6]]},
+        {**good, "quarantine": [[*sample[:4], "x" * 65, "r", NOW]]},
+        {**good, "quarantine": [sample] * 11},
+        {**good, "quarantine": "none"},
+    ):
         try:
             envelope = packb(
                 {"v": 1, "sender": c1, "dest": p1, "sent": NOW, "nonce": b"a" * 16, "nodes": [bad]}

@@ -279,11 +279,22 @@ async def test_block_policy_quarantines_and_holds_back_later_batches(
         _, doc = await get_json(province, "/v1/admin/held", token=op)
         assert doc["held"] == []
 
-        # Fixed rules, then the city's operator replays the batch: everything flows.
-        province.validator = full
         city_op = await _token(city, "carol")
         _, q = await get_json(city, "/v1/admin/quarantine", token=city_op)
         batch_id = q["quarantined"][0]["batch_id"]
+
+        # The ministry's drill-down names the quarantined batch (from the city's heartbeat).
+        ministry = net.nodes[net.ministry_id]
+
+        async def ministry_lists_it() -> bool:
+            _, doc = await get_json(ministry, f"/v1/network/node/{city_id}")
+            listed = doc.get("quarantined") or []
+            return [(b["batch_id"], b["code"]) for b in listed] == [(batch_id, "invalid_record")]
+
+        await wait_until(ministry_lists_it, 15, "the ministry does not list the batch")
+
+        # Fixed rules, then the city's operator replays the batch: everything flows.
+        province.validator = full
         status, _ = await post_json(
             city, f"/v1/admin/quarantine/{batch_id}/replay", {"reason": "fixed"}, token=city_op
         )
