@@ -1,13 +1,14 @@
-"""Alert conditions computed from one snapshot of the tree document (`/v1/network/tree`).
+"""Alert conditions computed from the tree document (`/v1/network/tree`).
 
 Pure: a tree document and the `[network]` thresholds in, a list of alerts out, sorted by
 severity then node. Used by `GET /v1/network/alerts` and `lsnet alerts`.
 
-What this does not do: look at history. Conditions that need a rate (a backlog that keeps
-growing, a burst of security events within minutes, a release about to expire) are the
-Prometheus rules' job (deploy/prometheus/lsnet-network.rules.yml); here they are approximated
-from the snapshot: a backlog waiting on a link that is backing off or paused, a security-event
-count above the burst threshold since the node started.
+Rate conditions use the short history the tree keeps of each node's heartbeats
+(`network_mgmt.tree.TreeState.trend`), with the windows of the Prometheus rules: a backlog
+above 100 that grew over the last 30 minutes (from at least 5 minutes of history), or any backlog
+waiting on a link that is backing off or paused; security events at or above the burst threshold
+within 10 minutes. What this does not do: keep history itself, or survive a restart of the node
+that computes it (its window starts again; Prometheus keeps the long view).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hierarchy_config.model import NetworkConfig
 from network_mgmt.rollout import release_number
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+BACKLOG_FLOOR = 100  # as the Prometheus rule: a small backlog that grows is normal traffic
 
 
 def _alert(
@@ -52,6 +54,7 @@ def compute_alerts(tree: dict[str, Any], settings: NetworkConfig) -> list[dict[s
                 )
             )
         backlog = n.get("backlog") or 0
+        grew = n.get("backlog_delta")
         if backlog > 0 and n.get("link_mode") in ("backing_off", "paused"):
             out.append(
                 _alert(
@@ -59,6 +62,17 @@ def compute_alerts(tree: dict[str, Any], settings: NetworkConfig) -> list[dict[s
                     "warning",
                     nid,
                     f"{backlog} changes wait while the link is {n['link_mode']}",
+                    backlog,
+                )
+            )
+        elif grew is not None and grew > 0 and backlog > BACKLOG_FLOOR:
+            out.append(
+                _alert(
+                    "backlog_growing",
+                    "warning",
+                    nid,
+                    f"backlog grew by {grew} to {backlog} changes over "
+                    f"{(n.get('trend_span_s') or 0) / 60:.0f} min",
                     backlog,
                 )
             )
@@ -96,15 +110,15 @@ def compute_alerts(tree: dict[str, Any], settings: NetworkConfig) -> list[dict[s
                     offset,
                 )
             )
-        events = n.get("security_events") or 0
-        if events >= settings.security_burst:
+        recent = n.get("security_events_recent")
+        if recent is not None and recent >= settings.security_burst:
             out.append(
                 _alert(
                     "security_events",
                     "warning",
                     nid,
-                    f"{events} security events since the node started",
-                    events,
+                    f"{recent} security events within 10 minutes",
+                    recent,
                 )
             )
         held = n.get("quarantined") or 0

@@ -17,6 +17,7 @@ own, no HTTP (see `network_mgmt.heartbeat`, `network_mgmt.tree_api`).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -71,6 +72,12 @@ def placements(config: NodeConfig) -> dict[str, Placement]:
     return out
 
 
+TREND_WINDOW_MS = 30 * 60_000  # backlog growth, as the Prometheus rule LsnetBacklogGrowing
+MIN_TREND_SPAN_MS = 5 * 60_000  # no trend from fewer minutes of history
+BURST_WINDOW_MS = 10 * 60_000  # security bursts, as LsnetNodeSecurityBurst
+MAX_SAMPLES = 400  # 30 min at a 5 s heartbeat; bounds memory per node
+
+
 class TreeState:
     def __init__(self, config: NodeConfig, interval_s: float, down_after_missed: int) -> None:
         self.config = config
@@ -78,6 +85,9 @@ class TreeState:
         self.timeout_ms = int(interval_s * down_after_missed * 1000)
         self.interval_s = interval_s
         self.seen: dict[str, Seen] = {}
+        # Per node, (received_ms, backlog, security events) of recent heartbeats, for the rate
+        # conditions of `network_mgmt.alerts` (memory only: a restart starts a new window).
+        self.samples: dict[str, deque[tuple[int, int, int]]] = {}
 
     # -- input -------------------------------------------------------------------------------------
     def accept(self, hb: Heartbeat, now_ms: int) -> list[Seen]:
@@ -88,8 +98,35 @@ class TreeState:
                 continue
             seen = Seen(status, now_ms, hb.sender)
             self.seen[status.node_id] = seen
+            self._sample(status, now_ms)
             out.append(seen)
         return out
+
+    def _sample(self, status: NodeStatus, now_ms: int) -> None:
+        window = self.samples.setdefault(status.node_id, deque(maxlen=MAX_SAMPLES))
+        window.append((now_ms, status.backlog, status.security_events))
+        # Keep one sample at or before the window's start as its baseline.
+        while len(window) > 2 and window[1][0] <= now_ms - TREND_WINDOW_MS:
+            window.popleft()
+
+    def trend(self, node_id: str, now_ms: int) -> dict[str, Any]:
+        """Rates over recent heartbeats: backlog change over TREND_WINDOW_MS (None until the
+        history spans MIN_TREND_SPAN_MS) and security events within BURST_WINDOW_MS."""
+        window = self.samples.get(node_id)
+        if not window:
+            return {"backlog_delta": None, "trend_span_s": None, "security_events_recent": None}
+        last_ms, backlog, events = window[-1]
+        first_ms, first_backlog, _ = window[0]
+        span = last_ms - first_ms
+        base = next((e for t, _b, e in reversed(window) if t <= now_ms - BURST_WINDOW_MS), None)
+        if base is None:
+            base = window[0][2]
+        recent = events - base if events >= base else events  # a restart resets the counter
+        return {
+            "backlog_delta": backlog - first_backlog if span >= MIN_TREND_SPAN_MS else None,
+            "trend_span_s": _s(span),
+            "security_events_recent": recent,
+        }
 
     def load(self, rows: Iterable[Seen]) -> None:
         for seen in rows:  # what arrived since start is newer than the table
@@ -134,7 +171,9 @@ class TreeState:
         if status is None and node_id in self.seen:
             status = self.seen[node_id].status
         health, last_seen = self.health(node_id, now_ms)
-        return node_entry(place, status, health, last_seen)
+        doc = node_entry(place, status, health, last_seen)
+        doc.update(self.trend(node_id, now_ms))
+        return doc
 
     def document(self, own: NodeStatus, now_ms: int) -> dict[str, Any]:
         return {

@@ -99,6 +99,9 @@ def test_alerts_from_a_tree(ministry: NodeConfig) -> None:
          status(c2, p1, health="down", clock_offset_ms=-4000, security_events=9, quarantined=2,
                 release="std-2", extra={"release_expires_ms": NOW + 3600_000})),
     )  # fmt: skip
+    # 12 minutes earlier c2 had reported 2 security events: 7 within the last 10 minutes.
+    earlier = Heartbeat(p1, me, NOW - 720_000, b"m" * 16, (status(c2, p1, security_events=2),))
+    tree.accept(earlier, NOW - 720_000)
     tree.accept(hb, NOW)
     doc = tree.document(status(me, "", level="ministry", release="std-2"), NOW)
     got = {(a["alert"], a["node"]) for a in compute_alerts(doc, settings)}
@@ -119,3 +122,43 @@ def test_alerts_from_a_tree(ministry: NodeConfig) -> None:
     }
     alerts = compute_alerts(doc, settings)
     assert alerts[0]["severity"] == "critical"  # most severe first
+
+
+def test_rate_alerts_use_the_recent_history(ministry: NodeConfig) -> None:
+    settings = NetworkConfig(security_burst=5)
+    tree = TreeState(ministry, 10.0, 3)
+    me = ministry.node_id
+    p1, c1, c2, _ = _ids(ministry)
+
+    def beat(at_ms: int, c1_backlog: int, c2_events: int) -> None:
+        nodes = (
+            status(p1, me, level="province"),
+            status(c1, p1, backlog=c1_backlog, lag_ms=0),
+            status(c2, p1, security_events=c2_events, backlog=0),
+        )
+        tree.accept(Heartbeat(p1, me, at_ms, b"n" * 16, nodes), at_ms)
+
+    def alerts(at_ms: int) -> set[tuple[str, str]]:
+        doc = tree.document(status(me, "", level="ministry"), at_ms)
+        return {
+            (a["alert"], a["node"])
+            for a in compute_alerts(doc, settings)
+            if a["alert"] in ("backlog_growing", "security_events")
+        }
+
+    start = NOW - 40 * 60_000
+    beat(start, 150, 100)  # a node that had many events long ago
+    assert alerts(start) == set()
+    beat(start + 4 * 60_000, 400, 101)  # growing, but only 4 minutes of history yet
+    assert alerts(start + 4 * 60_000) == set()
+    beat(start + 6 * 60_000, 900, 101)  # 6 minutes, still growing, above 100: alert
+    assert alerts(start + 6 * 60_000) == {("backlog_growing", c1)}
+    beat(start + 20 * 60_000, 120, 103)  # drained below where the window started
+    assert alerts(start + 20 * 60_000) == set()
+    beat(start + 25 * 60_000, 120, 109)  # 6 events within 10 minutes: a burst
+    assert alerts(start + 25 * 60_000) == {("security_events", c2)}
+    beat(start + 40 * 60_000, 120, 2)  # the node restarted: its counter started again
+    assert alerts(start + 40 * 60_000) == set()
+    trend = tree.trend(c1, start + 40 * 60_000)
+    # Older samples were dropped: the baseline is the last one at or before the window's start.
+    assert trend["trend_span_s"] == 34 * 60
