@@ -15,6 +15,9 @@ operator token's name. Actions (all JSON):
 - `GET  /v1/admin/quarantine/{batch_id}`              one batch: header, record types, decisions
 - `POST /v1/admin/quarantine/{batch_id}/replay` {"reason"}  lift the quarantine, send again
 - `POST /v1/admin/quarantine/{batch_id}/skip`   {"reason"}  give up on the batch (see link_admin)
+- `POST /v1/admin/children/{child}/resend` {"from_seq", "origin"?, "reason"}  ask a child for
+  batches again (carried by its next heartbeat's answer; taken as a repair here)
+- `GET  /v1/admin/children/resend`                    those requests, pending or acknowledged
 - `GET  /v1/admin/held[?all=1]`                       received poison records held aside here
 - `GET  /v1/admin/held/{id}`                          one held record (type, seq, reason; no fields)
 - `POST /v1/admin/held/{id}/replay` {"reason"}        re-validate with the rules in force, apply
@@ -34,6 +37,7 @@ from aiohttp import web
 
 from network_mgmt import held_actions
 from network_mgmt.link_admin import LinkAdmin, LinkAdminError, LinkControl
+from network_mgmt.resend import TooManyRequests
 from security.audit import AuditKind
 from security.tokens import Scope, Verdict, authenticate
 from sync.held import HeldError
@@ -385,6 +389,67 @@ async def post_held_recheck(request: web.Request) -> web.Response:
     )
 
 
+# -- asking a child for batches again (network_mgmt.resend) ---------------------------------------
+
+
+async def post_child_resend(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    child = request.match_info["child"]
+    if child not in {c.id for c in node.config.children}:
+        return _error(404, "not_found", f"{child} is not a child of this node")
+    data = await _body(request)
+    if isinstance(data, web.Response):
+        return data
+    reason = _reason(data, required=True)
+    if isinstance(reason, web.Response):
+        return reason
+    from_seq = data.get("from_seq")
+    origin = data.get("origin", child)
+    if not isinstance(from_seq, int) or isinstance(from_seq, bool) or from_seq < 1:
+        return _error(400, "malformed", "'from_seq' must be an integer >= 1")
+    if not isinstance(origin, str) or node.config.route_of(origin) != child:
+        return _error(400, "malformed", f"'origin' must be {child} or a node below it")
+    hb = node.heartbeats
+    assert hb is not None
+    try:
+        req = hb.resends.ask(child, origin, from_seq, who, reason, node.clock.time_ms())
+    except TooManyRequests as exc:
+        return _error(429, "rate_limited", str(exc))
+    await _audit(
+        node,
+        who,
+        "child_resend",
+        child,
+        origin=origin,
+        from_seq=from_seq,
+        request_id=req.request_id,
+        reason=reason,
+    )
+    return web.json_response(
+        {
+            "request": req.document(),
+            "delivery": f"with the answer to {child}'s next heartbeat (every "
+            f"{node.config.network.heartbeat_interval_s:g} s); batches from seq {from_seq} "
+            "are taken as a repair here for the next 10 minutes",
+        }
+    )
+
+
+async def get_child_resends(request: web.Request) -> web.Response:
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    node = _node(request)
+    hb = node.heartbeats
+    assert hb is not None
+    return web.json_response(
+        {"node": node.config.node_id, "requests": [r.document() for r in hb.resends.requests]}
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/links", get_links)
     app.router.add_get("/v1/admin/links/{peer}/errors", get_link_errors)
@@ -392,6 +457,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/quarantine", get_quarantine)
     app.router.add_get("/v1/admin/quarantine/{batch_id}", get_quarantined_batch)
     app.router.add_post("/v1/admin/quarantine/{batch_id}/{action}", post_quarantine_action)
+    app.router.add_get("/v1/admin/children/resend", get_child_resends)
+    app.router.add_post("/v1/admin/children/{child}/resend", post_child_resend)
     app.router.add_get("/v1/admin/held", get_held)
     app.router.add_post("/v1/admin/held/recheck", post_held_recheck)
     app.router.add_get("/v1/admin/held/{held_id}", get_held_record)

@@ -46,9 +46,11 @@ from network_mgmt.heartbeat_wire import (
 from network_mgmt.link_admin import LinkAdmin
 from network_mgmt.metrics import HeartbeatMetrics
 from network_mgmt.probe import ProbeSeen, probes_txn, write_probe_txn
+from network_mgmt.resend import ResendBook
 from network_mgmt.tree import DOWN, UP, Seen, TreeState
 from node.schema import node_status
 from node.store import insert_for
+from security.audit import AuditKind
 from sync.errors import PeerUnavailable
 from sync.wire import PROTOCOL_VERSION, Code
 
@@ -101,6 +103,8 @@ class Heartbeats:
         )
         self.metrics = HeartbeatMetrics(node.registry)
         self.admin = LinkAdmin(node.db)
+        self.resends = ResendBook()  # as a parent: requests for batches again (network_mgmt.resend)
+        self.resend_ack = 0  # as a child: the highest request id carried out
         self.offset_ms: int | None = None
         self.last_ok_ms = 0
         self.last_error = ""
@@ -187,6 +191,7 @@ class Heartbeats:
             extra={
                 "release_expires_ms": self._release_expires_ms(),
                 "held_records": view.held_records,
+                "resend_ack": self.resend_ack,
             },
             quarantine=tuple(
                 QuarantinedBatch(
@@ -245,7 +250,42 @@ class Heartbeats:
         self.last_error = ""
         self.metrics.sent.inc()
         self.metrics.last_ok.set(received / 1000.0)
+        if reply.resend:
+            await self._carry_out(reply.resend)
         return True
+
+    async def _carry_out(self, requests: tuple[tuple[int, str, int], ...]) -> None:
+        """The parent's operator asked for batches again: re-queue them, audit, send."""
+        node, parent = self.node, self.config.parent
+        assert parent is not None
+        for request_id, origin, from_seq in requests:
+            if request_id <= self.resend_ack:
+                continue  # carried out already; the parent has not seen the acknowledgement yet
+            mine = origin == self.config.node_id or self.config.route_of(origin) is not None
+            count = await self.admin.resend_from(origin, None, from_seq) if mine else 0
+            log.warning(
+                "HB [%s] parent asks for %s from seq %d again: %s",
+                parent.id,
+                origin,
+                from_seq,
+                f"{count} batches re-queued" if mine else "not an origin of this subtree",
+            )
+            if node.security is not None:
+                await node.security.emit(
+                    AuditKind.OPERATOR_ACTION,
+                    peer=parent.id,
+                    code="resend_requested" if mine else "resend_refused",
+                    detail={
+                        "operator": f"parent {parent.id}",
+                        "request_id": request_id,
+                        "origin": origin,
+                        "from_seq": from_seq,
+                        "batches": count,
+                    },
+                )
+            self.resend_ack = max(self.resend_ack, request_id)
+        if node.upstream is not None:
+            node.upstream.poke()
 
     # -- receiving -------------------------------------------------------------------------------
     async def accept(self, body: bytes) -> bytes:
@@ -265,8 +305,21 @@ class Heartbeats:
         await node.db.write(_store_txn, changed)
         self.metrics.received.labels(hb.sender).inc()
         await self.watch()
+        own = next((st for st in hb.nodes if st.node_id == hb.sender), None)
+        if own is not None:
+            for req in self.resends.acknowledge(hb.sender, own.extra.get("resend_ack", 0), now):
+                log.info("HB [%s] carried out resend request %d", hb.sender, req.request_id)
+        pending = tuple(
+            (r.request_id, r.origin, r.from_seq) for r in self.resends.pending(hb.sender)
+        )
         reply = HeartbeatReply(
-            self.config.node_id, hb.sender, hb.nonce, node.clock.time_ms(), len(changed), now
+            self.config.node_id,
+            hb.sender,
+            hb.nonce,
+            node.clock.time_ms(),
+            len(changed),
+            now,
+            pending,
         )
         return make_reply(node.key, reply)
 

@@ -235,6 +235,9 @@ class HeartbeatReply:
     parent_ms: int  # the parent's clock when it answered
     taken: int
     received_ms: int = 0  # the parent's clock when the heartbeat arrived (0 = not said)
+    # The parent's operator asks for batches again: (request id, origin, from seq), carried until
+    # the child acknowledges them (network_mgmt.resend).
+    resend: tuple[tuple[int, str, int], ...] = ()
 
 
 def make_heartbeat(key: NodeKey, hb: Heartbeat) -> bytes:
@@ -323,9 +326,32 @@ def make_reply(key: NodeKey, reply: HeartbeatReply) -> bytes:
             "time": reply.parent_ms,
             "taken": reply.taken,
             "received": reply.received_ms,
+            **({"resend": [list(r) for r in reply.resend]} if reply.resend else {}),
         }
     )
     return Sealed(envelope, sign(key, PURPOSE_HEARTBEAT_REPLY, envelope)).to_bytes()
+
+
+MAX_RESEND_REQUESTS = 16
+
+
+def _resend_requests(raw: Any) -> tuple[tuple[int, str, int], ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_RESEND_REQUESTS:
+        raise HeartbeatRejected(Code.MALFORMED, "heartbeat reply resend must be a short list")
+    out = []
+    for r in raw:
+        if not (
+            isinstance(r, list)
+            and len(r) == 3
+            and _int(r[0])
+            and _text(r[1], MAX_ID_LEN)
+            and bool(r[1])
+            and _int(r[2])
+            and r[2] >= 1
+        ):
+            raise HeartbeatRejected(Code.MALFORMED, "resend request must be [id, origin, seq]")
+        out.append((r[0], r[1], r[2]))
+    return tuple(out)
 
 
 def check_reply(
@@ -357,7 +383,13 @@ def check_reply(
     ):
         raise HeartbeatRejected(Code.MALFORMED, "heartbeat reply is not for this heartbeat")
     return HeartbeatReply(
-        parent.id, config.node_id, nonce, doc["time"], doc["taken"], doc.get("received", 0)
+        parent.id,
+        config.node_id,
+        nonce,
+        doc["time"],
+        doc["taken"],
+        doc.get("received", 0),
+        _resend_requests(doc.get("resend", [])),
     )
 
 

@@ -313,6 +313,9 @@ class Node:
                 on_requeued=upstream.poke,
             )
         node.heartbeats = Heartbeats(node)
+        book = node.heartbeats.resends
+        receiver.repair_wanted = book.repair_wanted
+        receiver.on_repaired = lambda origin, n: book.note_repaired(origin, n, clock.time_ms())
         node._gauges["info"] = Gauge(
             "lsnet_node_info", "Node identity", ["node", "level", "version"], registry=registry
         )

@@ -226,6 +226,62 @@ def links_resend(
     click.echo(f"{doc['requeued_batches']} batches queued to be sent again")
 
 
+@links.command("ask-resend")
+@CONFIG_OPTION
+@click.argument("child")
+@click.option("--from-seq", type=click.IntRange(1), required=True, help="First seq wanted again.")
+@click.option("--origin", default=None, help="Whose batches (default: the child's own).")
+@click.option("--reason", required=True, help="Why (written to the audit log).")
+@TOKEN_FILE
+@friendly
+def links_ask_resend(
+    config_path: Path,
+    child: str,
+    from_seq: int,
+    origin: str | None,
+    reason: str,
+    token_file: Path | None,
+) -> None:
+    """Ask a CHILD for batches again from a seq (its own or, for a province, a city's), e.g.
+    after rows were lost or damaged here. The request travels with the answer to the child's
+    next heartbeat; the batches are then taken as a repair (missing or differing records are
+    written again, version-guarded). 'lsnet links resend-requests' shows its progress."""
+    config = load_config(config_path)
+    body = {"from_seq": from_seq, "origin": origin or child, "reason": reason}
+    doc = call_node(config, "POST", f"/v1/admin/children/{child}/resend", body, _token(token_file))
+    click.echo(f"request {doc['request']['request_id']} queued: {doc['delivery']}")
+
+
+@links.command("resend-requests")
+@CONFIG_OPTION
+@JSON_OPTION
+@TOKEN_FILE
+@friendly
+def links_resend_requests(config_path: Path, as_json: bool, token_file: Path | None) -> None:
+    """Requests for batches again sent to children: pending or acknowledged, batches repaired."""
+    config = load_config(config_path)
+    doc = call_node(config, "GET", "/v1/admin/children/resend", None, _token(token_file))
+    if as_json:
+        _print(doc)
+        return
+    if not doc["requests"]:
+        click.echo("no requests since the node started")
+        return
+    table = Table("id", "child", "origin", "from seq", "asked", "state", "repaired", "by")
+    for r in doc["requests"]:
+        table.add_row(
+            str(r["request_id"]),
+            r["child"],
+            r["origin"],
+            str(r["from_seq"]),
+            when(r["requested_ms"]),
+            r["state"],
+            str(r["repaired_batches"]),
+            r["operator"],
+        )
+    Console().print(table)
+
+
 @links.command("errors")
 @CONFIG_OPTION
 @PEER_OPTION

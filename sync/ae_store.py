@@ -28,9 +28,15 @@ from node.schema import batches, records, watermarks
 from node.store import insert_for, payload_json, read_meta_txn, record_hash
 from sync.ae_wire import BUCKET_SEQS, RangeSummary, RangeVerdict
 from sync.held import OverlayRow, hold_txn, overlay_txn
-from sync.store import _store_batch, _watermark_row, apply_batch_txn, log_apply
+from sync.store import (
+    _store_batch,
+    _watermark_row,
+    apply_batch_txn,
+    log_apply,
+    watermarks_for_txn,
+)
 from sync.verify import VerifiedBatch
-from sync.wire import BatchResult, BatchStatus, Code, SignedBatch
+from sync.wire import BatchResult, BatchStatus, Code, SignedBatch, Watermark
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,3 +257,15 @@ def repair_txn(
         log_apply(conn, h, vb.header_hash, "repair", now_ms)
         out.append(BatchResult(h.origin, h.epoch, h.first_seq, h.last_seq, BatchStatus.APPLIED))
     return out
+
+
+def repair_push_txn(
+    conn: Connection,
+    verified: Sequence[VerifiedBatch],
+    now_ms: int,
+    keep_for_relay: bool,
+    subtree: Sequence[str],
+) -> tuple[list[BatchResult], list[Watermark]]:
+    """A push taken as a repair (the parent asked for these batches again, `network_mgmt.resend`):
+    `repair_txn` for every batch, then the watermarks to answer with — one transaction."""
+    return repair_txn(conn, verified, now_ms, keep_for_relay), watermarks_for_txn(conn, subtree)

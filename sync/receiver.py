@@ -110,6 +110,10 @@ class PushReceiver:
         self.metrics = metrics
         self.on_applied = on_applied
         self.events: SecurityEvents | None = None
+        # Set by the node: whether a batch (origin, last seq, now ms) is to be taken as a repair,
+        # because this node's operator asked the child for it again (network_mgmt.resend).
+        self.repair_wanted: Callable[[str, int, int], bool] | None = None
+        self.on_repaired: Callable[[str, int], None] | None = None
         limits = config.limits
         self.per_peer = RateLimiter(limits.peer_requests_per_s, limits.peer_burst)
         self.per_address = RateLimiter(limits.bad_requests_per_s, limits.bad_burst)
@@ -173,9 +177,22 @@ class PushReceiver:
             return error_response(exc.code, exc.message, exc.batch)
         subtree = [c.id for c in self.children[push.sender].walk()]
         started = self.clock.monotonic()
-        results, marks = await self.store.apply_push(
-            verified, self.clock.time_ms(), self.config.parent is not None, subtree
-        )
+        now_ms = self.clock.time_ms()
+        keep = self.config.parent is not None
+        wanted = self.repair_wanted
+        if wanted is not None and any(
+            wanted(vb.header.origin, vb.header.last_seq, now_ms) for vb in verified
+        ):
+            from sync.ae_store import repair_push_txn  # anti-entropy's apply, built on sync.store
+
+            results, marks = await self.store.db.write(
+                repair_push_txn, verified, now_ms, keep, subtree
+            )
+            if self.on_repaired is not None:
+                for vb in verified:
+                    self.on_repaired(vb.header.origin, 1)
+        else:
+            results, marks = await self.store.apply_push(verified, now_ms, keep, subtree)
         self.metrics.apply_latency.observe(self.clock.monotonic() - started)
         applied_any = False
         for vb, res in zip(verified, results, strict=True):

@@ -176,3 +176,44 @@ def test_malformed_entries_are_refused(net: dict[str, tuple[NodeConfig, NodeKey]
     with pytest.raises(HeartbeatRejected) as err:
         check_heartbeat(net[p1][0], b"x" * (4 * 1024 * 1024 + 1), NOW, SKEW)
     assert err.value.code.value == "too_large"
+
+
+def test_reply_carries_resend_requests(net: dict[str, tuple[NodeConfig, NodeKey]]) -> None:
+    p1, c1, _, _ = ids(net)
+    asks = ((NOW, c1, 5), (NOW + 1, c1, 9))
+    reply = make_reply(net[p1][1], HeartbeatReply(p1, c1, b"n" * 16, NOW, 1, NOW, asks))
+    assert check_reply(net[c1][0], reply, b"n" * 16).resend == asks
+    from security.signing import sign
+
+    for bad in ([[1, c1]], [[1, c1, 0]], [[1, "", 3]], [[1, c1, 3]] * 17, "x"):
+        envelope = packb(
+            {"v": 1, "responder": p1, "dest": c1, "nonce": b"n" * 16, "time": NOW, "taken": 1,
+             "received": NOW, "resend": bad}
+        )  # fmt: skip
+        body = Sealed(envelope, sign(net[p1][1], "heartbeat-reply", envelope)).to_bytes()
+        with pytest.raises(HeartbeatRejected):
+            check_reply(net[c1][0], body, b"n" * 16)
+
+
+def test_resend_book() -> None:
+    from network_mgmt.resend import REPAIR_WINDOW_MS, ResendBook, TooManyRequests
+
+    book = ResendBook()
+    first = book.ask("330100", "330100", 5, "dana", "lost rows", NOW)
+    second = book.ask("330100", "330100", 9, "dana", "again", NOW)  # same ms: ids still grow
+    assert second.request_id > first.request_id
+    assert [r.request_id for r in book.pending("330100")] == [first.request_id, second.request_id]
+    assert book.repair_wanted("330100", 5, NOW + 1)
+    assert not book.repair_wanted("330100", 4, NOW + 1)  # ends before the seq asked for
+    assert not book.repair_wanted("330200", 50, NOW + 1)
+    assert not book.repair_wanted("330100", 50, NOW + REPAIR_WINDOW_MS + 1)
+    done = book.acknowledge("330100", first.request_id, NOW + 5)
+    assert [r.request_id for r in done] == [first.request_id]
+    assert [r.request_id for r in book.pending("330100")] == [second.request_id]
+    book.note_repaired("330100", 3, NOW + 6)
+    assert {r.repaired_batches for r in book.requests} == {3}
+    for i in range(15):
+        book.ask("330200", "330200", 1, "dana", "x", NOW + i)
+    book.ask("330200", "330200", 1, "dana", "x", NOW)
+    with pytest.raises(TooManyRequests):
+        book.ask("330200", "330200", 1, "dana", "x", NOW)
