@@ -37,15 +37,19 @@ def test_scrape_configuration_passes_promtool() -> None:
 
 
 @needs_promtool
-def test_every_network_alert_fires_in_a_unit_test() -> None:
+def test_every_alert_fires_in_a_unit_test() -> None:
     assert UNIT_TESTS, "no promtool unit tests found"
     result = _promtool("test", "rules", *map(str, UNIT_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    # Each alert of the network rules is provoked by at least one unit test.
-    rules = (PROM / "lsnet-network.rules.yml").read_text(encoding="utf-8")
+    # Each alert of every rules file is provoked by at least one unit test, and each rules file
+    # has its own unit-test file.
+    assert {p.name.removesuffix(".rules.yml") for p in RULES} == {
+        p.name.removesuffix(".test.yml") for p in UNIT_TESTS
+    }
     tested = "".join(p.read_text(encoding="utf-8") for p in UNIT_TESTS)
-    for name in re.findall(r"- alert: (\w+)", rules):
-        assert re.search(rf"alertname: {name}\s+exp_alerts:\s+- exp_labels", tested), name
+    for rules_file in RULES:
+        for name in re.findall(r"- alert: (\w+)", rules_file.read_text(encoding="utf-8")):
+            assert re.search(rf"alertname: {name}\s+exp_alerts:\s+- exp_labels", tested), name
 
 
 def test_network_rules_use_metrics_the_nodes_export() -> None:
