@@ -153,6 +153,7 @@ class Heartbeats:
         node = self.node
         now = node.clock.time_ms()
         view = await self.admin.backlog()
+        node.metrics.held_waiting.set(view.held_records)  # authoritative: from the database
         up = node.upstream
         errors = list(up.recent_errors)[-5:] if up is not None else []
         if self.last_error:
