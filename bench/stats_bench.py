@@ -43,6 +43,7 @@ from hierarchy_config.standards import default_release
 from node.db import Database
 from node.stats.compute import compute_part_txn
 from node.stats.query import build_query
+from node.stats.regions import rollup_for
 from node.stats.request import StatsRequest
 from node.store import payload_json
 
@@ -155,7 +156,11 @@ def local_bench(folder: Path, n: int, repeat: int) -> dict[str, Any]:
     raw_conn = sqlite3.connect(path)
     generated = str(
         build_query(
-            indicator, release.schemas["contribution"], request, "sqlite"
+            indicator,
+            release.schemas["contribution"],
+            request,
+            "sqlite",
+            regions=rollup_for(release),
         ).statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
     )
 

@@ -21,6 +21,7 @@ from hierarchy_config.standards.indicators import Indicator
 from hierarchy_config.standards.model import Release
 from node.stats.cells import Cell, Key, Partial, decimal_value, new_sketch
 from node.stats.query import build_query
+from node.stats.regions import rollup_for
 from node.stats.request import StatsRequest
 
 __all__ = ["compute_part_txn", "labels_for", "ratio_cells", "result_document"]
@@ -37,7 +38,15 @@ def compute_part_txn(
     """The cells of a flow or stock indicator over this database (one read transaction)."""
     assert indicator.record_type is not None and indicator.measure is not None
     schema = release.schemas[indicator.record_type]
-    q = build_query(indicator, schema, request, conn.dialect.name, owner, with_sketch=with_sketch)
+    q = build_query(
+        indicator,
+        schema,
+        request,
+        conn.dialect.name,
+        owner,
+        with_sketch=with_sketch,
+        regions=rollup_for(release),
+    )
     width = len(q.keys)
     cells: dict[Key, Cell] = {}
     for row in conn.execute(q.statement):
