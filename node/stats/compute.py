@@ -96,7 +96,14 @@ def ratio_cells(
     out: dict[Key, tuple[Decimal | None, Cell]] = {}
     for key in sorted(set(numerator) | set(denominator)):
         num, den = numerator.get(key, Cell(0, 0)), denominator.get(key, Cell(0, 0))
-        hidden = num.suppressed or den.suppressed
+        hidden = next(
+            (
+                s
+                for s in ("primary", "withheld", "secondary")
+                if s in (num.suppressed, den.suppressed)
+            ),
+            "",
+        )
         info = Cell(
             n=min(num.n, den.n),
             value=0,
@@ -131,9 +138,14 @@ def result_document(
     answered: list[str],
     missing: list[dict[str, str]],
     label_indicator: Indicator | None = None,
+    unresolved: int = 0,
 ) -> dict[str, Any]:
     """The JSON answer of a run. `value` is a number (null when suppressed or undefined);
-    `value_text` keeps sums exact; `estimated` marks distinct counts merged across nodes."""
+    `value_text` keeps sums exact; `estimated` marks distinct counts merged across nodes;
+    `suppressed` is false or why the cell is hidden: `primary` (below the minimum cell size),
+    `secondary` (hidden so that another hidden cell cannot be recovered by subtraction) or
+    `withheld` (blanked by the node holding the records). `disclosure.unresolved` counts
+    relations that disclosure control could not close inside this answer (normally 0)."""
     cells = []
     for key, (value, cell) in rows.items():
         entry: dict[str, Any] = dict(zip(request.by, key, strict=True))
@@ -142,7 +154,7 @@ def result_document(
             value=_number(shown),
             value_text=None if shown is None else str(shown),
             n=None if cell.suppressed else cell.n,
-            suppressed=cell.suppressed,
+            suppressed=cell.suppressed or False,
             estimated=cell.estimated,
             withheld_parts=cell.withheld,
         )
@@ -168,6 +180,12 @@ def result_document(
         "estimated": any(c["estimated"] for c in cells),
         "min_cell": min_cell,
         "suppressed_cells": sum(1 for c in cells if c["suppressed"]),
+        "disclosure": {
+            "primary": sum(1 for c in cells if c["suppressed"] == "primary"),
+            "secondary": sum(1 for c in cells if c["suppressed"] == "secondary"),
+            "withheld": sum(1 for c in cells if c["suppressed"] == "withheld"),
+            "unresolved": unresolved,
+        },
         "cells": cells,
         "labels": labels_for(release, label_indicator or indicator, request.by, rows),
         "standards": f"std-{release.version}",

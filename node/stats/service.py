@@ -8,9 +8,11 @@ in force at this node, or of the shipped default pack while no release has been 
   ministry that includes the replicated copies of `replicate` record types (modes 1/2).
 * Federated run: each node of the subtree computes its **own** records (`owner` = itself), so
   nothing is counted twice; the answers are combined on the way up (`node.stats.cells`). Nodes
-  whose records are `local` blank cells below the minimum cell size before they leave; the
-  final answer is suppressed the same way. Children that do not answer in time are listed as
-  missing, with their subtrees, and the answer says it is not complete.
+  whose records are `local` blank the cells that disclosure control hides in their own part
+  (primary and secondary, `node.stats.disclosure`) before they leave; the final answer is
+  protected the same way at the querying node, on the combined cells. Children that do not
+  answer in time are listed as missing, with their subtrees, and the answer says it is not
+  complete.
 
 Every federated query is audited where it is issued and at every node it reaches.
 """
@@ -24,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from hierarchy_config.model import ChildConfig
 from hierarchy_config.standards.indicators import Indicator
 from hierarchy_config.standards.model import Release
-from node.stats.cells import Partial, combine, decimal_value, suppress_small, withhold_small
+from node.stats.cells import Partial, combine, decimal_value
 from node.stats.compute import compute_part_txn, ratio_cells, result_document
+from node.stats.disclosure import Dimension, dimensions_for, protect, withhold
 from node.stats.federated import (
     MAX_ANSWER_BYTES,
     QUERY_PATH,
@@ -40,6 +43,7 @@ from node.stats.federated import (
     make_query,
 )
 from node.stats.metrics import StatsMetrics
+from node.stats.regions import rollup_for
 from node.stats.replication import policy_release
 from node.stats.request import StatsError, StatsRequest
 from security.audit import AuditKind
@@ -143,7 +147,11 @@ class StatsService:
                     )
                     answered.add(self.node.config.node_id)
         min_cell = self.min_cell(indicator)
-        cells = [suppress_small(p.cells, min_cell) for p in partials]
+        protected = [
+            protect(p.cells, self.dimensions(c, request), min_cell)
+            for c, p in zip(comps, partials, strict=True)
+        ]
+        cells = [p.cells for p in protected]
         if indicator.kind == "ratio":
             rows = ratio_cells(
                 cells[0], cells[1], (partials[0].scale, partials[1].scale), indicator.factor
@@ -161,7 +169,12 @@ class StatsService:
             answered=sorted(answered - set(missing)),
             missing=[{"node": n, "reason": r} for n, r in sorted(missing.items())],
             label_indicator=comps[0],
+            unresolved=sum(p.lone for p in protected),
         )
+
+    def dimensions(self, comp: Indicator, request: StatsRequest) -> list[Dimension]:
+        """The hierarchies of `request`'s keys for disclosure control (`node.stats.disclosure`)."""
+        return dimensions_for(request, comp.kind, rollup_for(self.release()))
 
     def _yearly(self, comp: Indicator) -> bool:
         """Whether `comp` can only be asked per year (its period field holds years only)."""
@@ -174,15 +187,18 @@ class StatsService:
             raise StatsError("bad_request", f"{comp.name} is reported per year; ask for years")
 
     async def _own_part(self, comp: Indicator, request: StatsRequest, leaves: bool) -> Partial:
-        """This node's own records; blanked below the minimum cell size if they will leave the
-        node and the type is `local` (the querying node keeps its own cells whole)."""
+        """This node's own records. If they will leave the node and the type is `local`, the
+        cells that disclosure control hides in this node's own part (below the minimum cell size,
+        and those that would let one of them be recovered by subtraction from this part's
+        margins) are blanked first; the querying node keeps its own cells whole."""
         assert comp.measure is not None
         sketch = comp.measure.kind in ("distinct", "duplicates")
         me = self.node.config.node_id
         part = await self.node.db.read(compute_part_txn, self.release(), comp, request, me, sketch)
         policy = self.release().policy(comp.record_type or "")
         if leaves and policy.mode == "local":
-            return withhold_small(part, policy.min_cell)
+            dims = self.dimensions(comp, request)
+            return Partial(part.measure, part.scale, withhold(part.cells, dims, policy.min_cell))
         return part
 
     async def _federated(self, comp: Indicator, request: StatsRequest, timeout_s: float) -> Answer:

@@ -1,0 +1,262 @@
+"""Statistical disclosure control of an answer: primary and secondary (complementary) suppression.
+
+*Primary*: a cell built from fewer records (or persons) than the minimum cell size is hidden.
+*Secondary*: a hidden cell must not be recoverable by subtraction. Every cell of an answer adds up
+with its siblings to a *margin*: the total one level up along one dimension (the prefecture of a
+county, the province of a prefecture, the quarter or year of complete months, the whole range of
+periods, the total over a code dimension, and so on up to the grand total). The margins are not in
+the answer, but each is the cell of another answer anyone allowed to ask can get (`--level
+province`, `--by region` without `period`, ...). So the answers of one request family form a
+lattice of tables (every combination of levels, one per dimension), and a cell is protected when
+no relation `margin = sum of its children` has exactly one unknown term.
+
+How (the hierarchical approach of statistical offices, e.g. tau-argus's HiTaS, with the simple
+iterative "next-smallest cell" heuristic inside each table):
+
+1. the tables are processed from the coarsest (the grand total) down to the answer's own;
+2. in each table, primary suppression first; then every relation between a cell of the coarser
+   table one step up one dimension and its children in this table is checked: with exactly one
+   unknown term (the margin hidden in its own table, or one hidden child), the smallest published
+   child is hidden as well (`secondary`), preferring children whose hiding does not leave a
+   single-child relation uncoverable; repeated until nothing changes (a work list, bounded by the
+   number of cells);
+3. a coarser table's pattern is fixed before a finer one is processed, so the answer to a coarser
+   request (computed the same way, deterministic ties) hides exactly the margins this answer
+   assumed hidden: answers at different levels of one family are consistent with each other.
+
+What it does not do: it does not solve the linear system an attacker could build from many
+relations at once (a suppressed cell can occasionally be pinned down by combining several
+equations, or bounded to an interval), and it does not make answers over *different* period
+ranges or region filters consistent with each other. Distinct counts are not additive across
+cells; their margins here are the sums of the cells (an upper bound), which only makes the
+suppression more cautious. `lone` counts relations that could not be closed inside the answer
+(see `Protected`). Pure: no database, no network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from node.stats.cells import Cell, Key
+
+if TYPE_CHECKING:
+    from node.stats.regions import RegionRollup
+    from node.stats.request import StatsRequest
+
+__all__ = [
+    "PRIMARY",
+    "SECONDARY",
+    "TOTAL",
+    "WITHHELD",
+    "Dimension",
+    "Protected",
+    "dimensions_for",
+    "protect",
+    "withhold",
+]
+
+PRIMARY = "primary"  # below the minimum cell size
+SECONDARY = "secondary"  # hidden so that another hidden cell cannot be recovered by subtraction
+WITHHELD = "withheld"  # blanked by the node that holds the records, before it left that node
+TOTAL = "*"  # the value of a dimension once it is summed over
+# A withheld cell's records are in no margin this node can compute (the holder never sent
+# them), so subtraction cannot recover it here: it needs no complement (the holder protected
+# its own part before sending). Only primary and secondary cells are unknown terms.
+_HIDING = frozenset({PRIMARY, SECONDARY})
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One key of the answer. `levels` go from the answer's own level to the coarsest before
+    the total; `up(value, i)` is the value at `levels[i + 1]` of a value at `levels[i]`.
+    A non-additive dimension (a stock's period: the year is not the sum of its months) has no
+    relations along it."""
+
+    name: str
+    levels: tuple[str, ...]
+    up: Callable[[str, int], str] = lambda value, i: value
+    additive: bool = True
+
+    @property
+    def top(self) -> int:
+        return len(self.levels) if self.additive else 0
+
+
+@dataclass
+class Protected:
+    cells: dict[Key, Cell]
+    lone: int = 0  # relations left with one unknown term (could not be closed in this answer)
+    tables: int = 0  # tables of the lattice processed
+
+
+@dataclass
+class _Lattice:
+    fine: Mapping[Key, Cell]
+    dims: Sequence[Dimension]
+    min_cell: int
+    chains: list[dict[str, list[str]]] = field(default_factory=list)
+    steps: list[list[dict[str, str]]] = field(default_factory=list)  # [dim][level]: value -> up
+    memo: dict[tuple[int, ...], dict[Key, str]] = field(default_factory=dict)
+    lone: int = 0
+
+    def __post_init__(self) -> None:
+        for i, dim in enumerate(self.dims):
+            chains: dict[str, list[str]] = {}
+            for key in self.fine:
+                value = key[i]
+                if value in chains:
+                    continue
+                chain = [value]
+                for level in range(dim.top):
+                    chain.append(
+                        TOTAL if level == len(dim.levels) - 1 else dim.up(chain[-1], level)
+                    )
+                chains[value] = chain
+            self.chains.append(chains)
+            steps: list[dict[str, str]] = [{} for _ in range(dim.top)]
+            for chain in chains.values():
+                for level in range(dim.top):
+                    steps[level][chain[level]] = chain[level + 1]
+            self.steps.append(steps)
+
+    def small(self, cell: Cell) -> str:
+        if 0 < cell.n < self.min_cell or 0 < cell.distinct < self.min_cell:
+            return PRIMARY
+        if cell.n == 0 and cell.withheld > 0:
+            return WITHHELD
+        return ""
+
+    def cells_at(self, table: tuple[int, ...]) -> dict[Key, Cell]:
+        if not any(table):
+            return dict(self.fine)
+        out: dict[Key, list[int]] = {}
+        for key, cell in self.fine.items():
+            coarse = tuple(self.chains[i][v][table[i]] for i, v in enumerate(key))
+            acc = out.setdefault(coarse, [0, 0, 0, 0])
+            acc[0] += cell.n
+            acc[1] += cell.value
+            acc[2] += cell.distinct
+            acc[3] += cell.withheld
+        return {k: Cell(n=a[0], value=a[1], distinct=a[2], withheld=a[3]) for k, a in out.items()}
+
+    def pattern(self, table: tuple[int, ...]) -> dict[Key, str]:
+        """Status of every cell of `table` (levels per dimension), coarser tables first."""
+        done = self.memo.get(table)
+        if done is not None:
+            return done
+        cells = self.cells_at(table)
+        status = {k: self.small(c) for k, c in cells.items()}
+        # relations: (dimension, coarse key) -> children keys; the coarse key's status is fixed
+        relations: dict[tuple[int, Key], list[Key]] = {}
+        margins: dict[tuple[int, Key], bool] = {}
+        member_of: dict[Key, list[tuple[int, Key]]] = {k: [] for k in cells}
+        for i, dim in enumerate(self.dims):
+            if table[i] >= dim.top:
+                continue
+            up = (*table[:i], table[i] + 1, *table[i + 1 :])
+            coarse_status = self.pattern(up)
+            for key in cells:
+                step = self.steps[i][table[i]][key[i]]
+                rel = (i, (*key[:i], step, *key[i + 1 :]))
+                relations.setdefault(rel, []).append(key)
+                member_of[key].append(rel)
+                margins[rel] = coarse_status.get(rel[1], "") in _HIDING
+
+        def cost(m: Key, rel: tuple[int, Key]) -> tuple[int, int, int, Key]:
+            # prefer a cell that is not the only child of a published margin along another
+            # dimension: hiding that one would open a relation nothing here can close
+            strands = any(
+                other != rel and len(relations[other]) == 1 and not margins[other]
+                for other in member_of[m]
+            )
+            return (int(strands), cells[m].n, abs(cells[m].value), m)
+
+        todo = sorted(relations)
+        queued = set(todo)
+        while todo:
+            rel = todo.pop()
+            queued.discard(rel)
+            members = relations[rel]
+            unknown = int(margins[rel]) + sum(1 for m in members if status[m] in _HIDING)
+            if unknown != 1:
+                continue
+            candidates = [m for m in members if not status[m] and cells[m].n > 0]
+            if not candidates:
+                self.lone += 1
+                continue
+
+            chosen = min(candidates, key=lambda m, r=rel: cost(m, r))
+            status[chosen] = SECONDARY
+            for other in member_of[chosen]:
+                if other not in queued:
+                    queued.add(other)
+                    todo.append(other)
+        self.memo[table] = status
+        return status
+
+
+def protect(cells: Mapping[Key, Cell], dims: Sequence[Dimension], min_cell: int) -> Protected:
+    """`cells` with `suppressed` set: primary, secondary or withheld (see the module)."""
+    lattice = _Lattice(cells, dims, min_cell)
+    status = lattice.pattern(tuple(0 for _ in dims))
+    out = {k: replace(c, suppressed=status.get(k, "")) for k, c in cells.items()}
+    return Protected(out, lattice.lone, len(lattice.memo))
+
+
+def withhold(
+    cells: Mapping[Key, Cell], dims: Sequence[Dimension], min_cell: int
+) -> dict[Key, Cell]:
+    """Blank every cell that `protect` hides, before the cells leave the node holding the
+    records (a small distinct-count sketch lists hashed identifiers: dropped with its cell)."""
+    out = {}
+    for key, cell in protect(cells, dims, min_cell).cells.items():
+        if cell.suppressed:
+            out[key] = Cell(0, 0, 0, None, cell.estimated, cell.withheld + 1)
+        else:
+            out[key] = replace(cell, suppressed="")
+    return out
+
+
+_REGION_LEVELS = ("county", "prefecture", "province")
+
+
+def dimensions_for(request: StatsRequest, kind: str, regions: RegionRollup) -> list[Dimension]:
+    """The dimensions of `request`'s keys, in `request.by` order, with their hierarchies:
+    region up the GB/T 2260 tree (`regions`), period up to quarters and years when the range
+    holds them whole (flows only), code dimensions straight to their total."""
+    dims: list[Dimension] = []
+    for name in request.by:
+        if name == "region":
+            levels = _REGION_LEVELS[_REGION_LEVELS.index(request.region_level) :]
+
+            def region_up(value: str, i: int, levels: tuple[str, ...] = levels) -> str:
+                return regions.key(value, levels[i + 1])
+
+            dims.append(Dimension(name, levels, region_up))
+        elif name == "period":
+            dims.append(_period_dimension(request, additive=kind == "flow"))
+        else:
+            dims.append(Dimension(name, (name,)))
+    return dims
+
+
+def _period_dimension(request: StatsRequest, *, additive: bool) -> Dimension:
+    first, last = request.periods[0], request.periods[-1]
+    grain = first.grain
+    levels = [grain]
+    whole_quarters = first.first_month % 3 == 1 and (last.first_month + last.months - 1) % 3 == 0
+    whole_years = first.first_month == 1 and last.first_month + last.months - 1 == 12
+    if grain == "month" and whole_quarters:
+        levels.append("quarter")
+    if grain in ("month", "quarter") and whole_years:
+        levels.append("year")
+
+    def period_up(value: str, i: int) -> str:
+        target = levels[i + 1]
+        if target == "quarter":  # 2025-03 -> 2025Q1
+            return f"{value[:4]}Q{(int(value[5:7]) + 2) // 3}"
+        return value[:4]  # a month or a quarter -> its year
+
+    return Dimension("period", tuple(levels), period_up, additive)
