@@ -20,11 +20,18 @@ from sqlalchemy import Connection
 from hierarchy_config.standards.indicators import Indicator
 from hierarchy_config.standards.model import Release
 from node.stats.cells import Cell, Key, Partial, decimal_value, new_sketch
+from node.stats.disclosure import Family, aggregate
 from node.stats.query import build_query
 from node.stats.regions import rollup_for
 from node.stats.request import StatsRequest
 
-__all__ = ["compute_part_txn", "labels_for", "ratio_cells", "result_document"]
+__all__ = [
+    "compute_part_txn",
+    "compute_with_family_txn",
+    "labels_for",
+    "ratio_cells",
+    "result_document",
+]
 
 
 def compute_part_txn(
@@ -61,6 +68,26 @@ def compute_part_txn(
             cell = cells.get(key, Cell(0, 0))
             cells[key] = Cell(cell.n, cell.value, len(values), new_sketch(values))
     return Partial(indicator.measure.kind, q.scale, dict(sorted(cells.items())))
+
+
+def compute_with_family_txn(
+    conn: Connection,
+    release: Release,
+    indicator: Indicator,
+    request: StatsRequest,
+    family: Family,
+    owner: str | None,
+    with_sketch: bool,
+) -> tuple[Partial, Partial]:
+    """The answer's cells and its disclosure family's finest cells, from one snapshot. Counts
+    and sums are added up from the family's cells (one scan); distinct counts need their own."""
+    assert indicator.measure is not None
+    fam = compute_part_txn(conn, release, indicator, family.request, owner, False)
+    if family.request == request and not with_sketch:
+        return fam, fam
+    if indicator.measure.kind in ("count", "sum") and not with_sketch:
+        return Partial(fam.measure, fam.scale, aggregate(family, fam.cells, request)), fam
+    return compute_part_txn(conn, release, indicator, request, owner, with_sketch), fam
 
 
 def labels_for(
@@ -139,6 +166,7 @@ def result_document(
     missing: list[dict[str, str]],
     label_indicator: Indicator | None = None,
     unresolved: int = 0,
+    scope: str = "family",
 ) -> dict[str, Any]:
     """The JSON answer of a run. `value` is a number (null when suppressed or undefined);
     `value_text` keeps sums exact; `estimated` marks distinct counts merged across nodes;
@@ -185,6 +213,7 @@ def result_document(
             "secondary": sum(1 for c in cells if c["suppressed"] == "secondary"),
             "withheld": sum(1 for c in cells if c["suppressed"] == "withheld"),
             "unresolved": unresolved,
+            "scope": scope,
         },
         "cells": cells,
         "labels": labels_for(release, label_indicator or indicator, request.by, rows),

@@ -36,24 +36,29 @@ suppression more cautious. `lone` counts relations that could not be closed insi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from node.stats.cells import Cell, Key
+from node.stats.regions import RegionRollup
 
 if TYPE_CHECKING:
-    from node.stats.regions import RegionRollup
     from node.stats.request import StatsRequest
 
 __all__ = [
+    "FAMILY_LIMIT",
     "PRIMARY",
     "SECONDARY",
     "TOTAL",
     "WITHHELD",
     "Dimension",
+    "Family",
     "Protected",
+    "aggregate",
     "dimensions_for",
+    "family_of",
     "protect",
+    "protect_in_family",
     "withhold",
 ]
 
@@ -65,6 +70,8 @@ TOTAL = "*"  # the value of a dimension once it is summed over
 # them), so subtraction cannot recover it here: it needs no complement (the holder protected
 # its own part before sending). Only primary and secondary cells are unknown terms.
 _HIDING = frozenset({PRIMARY, SECONDARY})
+MAX_ROUNDS = 20  # lattice recomputations when a relation forces a coarser margin hidden
+FAMILY_LIMIT = 20_000  # finest cells above which an answer is protected on its own
 
 
 @dataclass(frozen=True)
@@ -87,32 +94,33 @@ class Dimension:
 @dataclass
 class Protected:
     cells: dict[Key, Cell]
-    lone: int = 0  # relations left with one unknown term (could not be closed in this answer)
+    lone: int = 0  # relations left with one unknown term after the last round (normally 0)
     tables: int = 0  # tables of the lattice processed
+    scope: str = "family"  # "family" (consistent with every answer of it) or "answer"
 
 
-@dataclass
 class _Lattice:
-    fine: Mapping[Key, Cell]
-    dims: Sequence[Dimension]
-    min_cell: int
-    chains: list[dict[str, list[str]]] = field(default_factory=list)
-    steps: list[list[dict[str, str]]] = field(default_factory=list)  # [dim][level]: value -> up
-    memo: dict[tuple[int, ...], dict[Key, str]] = field(default_factory=dict)
-    lone: int = 0
+    """The tables of one family, computed from its finest cells, coarsest first."""
 
-    def __post_init__(self) -> None:
-        for i, dim in enumerate(self.dims):
+    def __init__(self, fine: Mapping[Key, Cell], dims: Sequence[Dimension], min_cell: int):
+        self.fine = fine
+        self.dims = dims
+        self.min_cell = min_cell
+        self.chains: list[dict[str, list[str]]] = []
+        self.steps: list[list[dict[str, str]]] = []  # [dim][level]: value -> value one level up
+        self.memo: dict[tuple[int, ...], dict[Key, str]] = {}
+        self.forced: dict[tuple[int, ...], set[Key]] = {}  # margins hidden to close a relation
+        self.lone: list[tuple[tuple[int, ...], Key]] = []
+        for i, dim in enumerate(dims):
             chains: dict[str, list[str]] = {}
-            for key in self.fine:
+            for key in fine:
                 value = key[i]
                 if value in chains:
                     continue
                 chain = [value]
                 for level in range(dim.top):
-                    chain.append(
-                        TOTAL if level == len(dim.levels) - 1 else dim.up(chain[-1], level)
-                    )
+                    last = level == len(dim.levels) - 1
+                    chain.append(TOTAL if last else dim.up(chain[-1], level))
                 chains[value] = chain
             self.chains.append(chains)
             steps: list[dict[str, str]] = [{} for _ in range(dim.top)]
@@ -120,6 +128,20 @@ class _Lattice:
                 for level in range(dim.top):
                     steps[level][chain[level]] = chain[level + 1]
             self.steps.append(steps)
+
+    def solve(self, rounds: int = MAX_ROUNDS) -> None:
+        """Every table's pattern. A relation that a table cannot close (its only published
+        terms are margins, fixed in coarser tables) forces that margin hidden in its own table,
+        and the lattice is computed again; at most `rounds` times."""
+        finest = tuple(0 for _ in self.dims)
+        for _ in range(rounds):
+            self.memo.clear()
+            self.lone = []
+            self.pattern(finest)
+            if not self.lone:
+                return
+            for table, key in self.lone:
+                self.forced.setdefault(table, set()).add(key)
 
     def small(self, cell: Cell) -> str:
         if 0 < cell.n < self.min_cell or 0 < cell.distinct < self.min_cell:
@@ -147,10 +169,15 @@ class _Lattice:
         if done is not None:
             return done
         cells = self.cells_at(table)
-        status = {k: self.small(c) for k, c in cells.items()}
+        forced = self.forced.get(table, set())
+        status = {
+            k: self.small(c) or (SECONDARY if k in forced and c.n > 0 else "")
+            for k, c in cells.items()
+        }
         # relations: (dimension, coarse key) -> children keys; the coarse key's status is fixed
         relations: dict[tuple[int, Key], list[Key]] = {}
         margins: dict[tuple[int, Key], bool] = {}
+        coarse_of: dict[tuple[int, Key], tuple[int, ...]] = {}
         member_of: dict[Key, list[tuple[int, Key]]] = {k: [] for k in cells}
         for i, dim in enumerate(self.dims):
             if table[i] >= dim.top:
@@ -160,13 +187,16 @@ class _Lattice:
             for key in cells:
                 step = self.steps[i][table[i]][key[i]]
                 rel = (i, (*key[:i], step, *key[i + 1 :]))
-                relations.setdefault(rel, []).append(key)
+                if rel not in relations:
+                    relations[rel] = []
+                    margins[rel] = coarse_status.get(rel[1], "") in _HIDING
+                    coarse_of[rel] = up
+                relations[rel].append(key)
                 member_of[key].append(rel)
-                margins[rel] = coarse_status.get(rel[1], "") in _HIDING
 
         def cost(m: Key, rel: tuple[int, Key]) -> tuple[int, int, int, Key]:
             # prefer a cell that is not the only child of a published margin along another
-            # dimension: hiding that one would open a relation nothing here can close
+            # dimension: hiding that one would open a relation this table cannot close
             strands = any(
                 other != rel and len(relations[other]) == 1 and not margins[other]
                 for other in member_of[m]
@@ -183,11 +213,10 @@ class _Lattice:
             if unknown != 1:
                 continue
             candidates = [m for m in members if not status[m] and cells[m].n > 0]
-            if not candidates:
-                self.lone += 1
+            if not candidates:  # only the margin is left to hide: its table must do it
+                self.lone.append((coarse_of[rel], rel[1]))
                 continue
-
-            chosen = min(candidates, key=lambda m, r=rel: cost(m, r))
+            chosen = min(candidates, key=lambda m, r=rel: cost(m, r))  # type: ignore[misc]
             status[chosen] = SECONDARY
             for other in member_of[chosen]:
                 if other not in queued:
@@ -197,25 +226,136 @@ class _Lattice:
         return status
 
 
-def protect(cells: Mapping[Key, Cell], dims: Sequence[Dimension], min_cell: int) -> Protected:
-    """`cells` with `suppressed` set: primary, secondary or withheld (see the module)."""
+@dataclass(frozen=True)
+class Family:
+    """The answers that share an indicator, a period range and a region filter: every choice of
+    dimensions, region level and period grain. `request` is the finest of them (every
+    dimension, county level, months), `dims` its hierarchies; every answer of the family is one
+    table of the lattice built from `request`'s cells, so they hide consistently."""
+
+    request: StatsRequest
+    dims: tuple[Dimension, ...]
+    kind: str
+    regions: RegionRollup
+
+    def table_of(self, request: StatsRequest) -> tuple[int, ...]:
+        """The lattice coordinates of an answer of this family."""
+        out = []
+        for dim in self.dims:
+            if dim.name not in request.by:
+                out.append(dim.top)
+            elif dim.name == "region":
+                out.append(dim.levels.index(request.region_level))
+            elif dim.name == "period" and dim.additive:
+                out.append(dim.levels.index(request.grain))
+            else:
+                out.append(0)
+        return tuple(out)
+
+    def key_of(self, request: StatsRequest, key: Key) -> Key:
+        """An answer cell's key (in `request.by` order) as a key of its lattice table."""
+        values = dict(zip(request.by, key, strict=True))
+        out = []
+        for dim in self.dims:
+            if dim.name in values:
+                out.append(values[dim.name])
+            elif dim.additive:
+                out.append(TOTAL)
+            else:  # a stock's period left out: the answer is taken at the range's end
+                out.append(self.request.periods[-1].key)
+        return tuple(out)
+
+
+def family_of(
+    request: StatsRequest,
+    dimension_names: Sequence[str],
+    kind: str,
+    yearly: bool,
+    regions: RegionRollup,
+) -> Family:
+    """The family of `request` (see `Family`); `yearly`: the period field holds years only."""
+    from node.stats.periods import parse_range
+    from node.stats.request import StatsRequest
+
+    periods = request.periods
+    if kind == "flow" and not yearly and periods[0].grain != "month":
+        last = periods[-1]
+        end_month = last.first_month + last.months - 1
+        periods = parse_range(f"{periods[0].start():%Y-%m}..{last.year:04d}-{end_month:02d}")
+    elif kind != "flow" and "period" not in request.by:
+        periods = periods[-1:]
+    finest = StatsRequest(
+        request.indicator, tuple(dimension_names), periods, request.region, "county"
+    )
+    return Family(finest, tuple(dimensions_for(finest, kind, regions)), kind, regions)
+
+
+def protect(
+    cells: Mapping[Key, Cell],
+    dims: Sequence[Dimension],
+    min_cell: int,
+) -> Protected:
+    """`cells` with `suppressed` set, the answer being its own family (no other answer is
+    taken into account): primary, secondary or withheld."""
     lattice = _Lattice(cells, dims, min_cell)
-    status = lattice.pattern(tuple(0 for _ in dims))
+    lattice.solve()
+    status = lattice.memo[tuple(0 for _ in dims)]
     out = {k: replace(c, suppressed=status.get(k, "")) for k, c in cells.items()}
-    return Protected(out, lattice.lone, len(lattice.memo))
+    return Protected(out, len(lattice.lone), len(lattice.memo), "answer")
 
 
-def withhold(
-    cells: Mapping[Key, Cell], dims: Sequence[Dimension], min_cell: int
+def protect_in_family(
+    cells: Mapping[Key, Cell],
+    request: StatsRequest,
+    family: Family,
+    family_cells: Mapping[Key, Cell],
+    min_cell: int,
+) -> Protected:
+    """An answer's cells with `suppressed` set from its family's lattice, so that no answer of
+    the family (other levels, grains, dimensions) lets a hidden cell be recovered. Above
+    `FAMILY_LIMIT` finest cells the answer is protected on its own (`scope` "answer")."""
+    if len(family_cells) > FAMILY_LIMIT:
+        return protect(cells, dimensions_for(request, family.kind, family.regions), min_cell)
+    lattice = _Lattice(family_cells, family.dims, min_cell)
+    lattice.solve()
+    table = family.table_of(request)
+    status = lattice.memo.get(table) or lattice.pattern(table)
+    out = {}
+    for key, cell in cells.items():
+        mine = status.get(family.key_of(request, key), "")
+        # The answer's own cell decides primary and withheld (a distinct count is not the sum
+        # of the family's, and a holder may send a whole total whose finer cells it withheld);
+        # the family decides what is hidden to protect other cells.
+        own = lattice.small(cell)
+        out[key] = replace(cell, suppressed=own or (mine if mine in _HIDING else ""))
+    return Protected(out, len(lattice.lone), len(lattice.memo), "family")
+
+
+def aggregate(
+    family: Family, family_cells: Mapping[Key, Cell], request: StatsRequest
 ) -> dict[Key, Cell]:
-    """Blank every cell that `protect` hides, before the cells leave the node holding the
+    """The cells of `request` summed from its family's finest cells (counts and sums only)."""
+    lattice = _Lattice(family_cells, family.dims, 1)
+    table = family.table_of(request)
+    positions = [i for i, d in enumerate(family.dims) if d.name in request.by]
+    order = [request.by.index(family.dims[i].name) for i in positions]
+    out: dict[Key, Cell] = {}
+    for key, cell in lattice.cells_at(table).items():
+        values = [key[i] for i in positions]
+        answer_key = tuple(v for _, v in sorted(zip(order, values, strict=True)))
+        out[answer_key] = cell
+    return dict(sorted(out.items()))
+
+
+def withhold(cells: Mapping[Key, Cell], protected: Protected) -> dict[Key, Cell]:
+    """Blank every cell that `protected` hides, before the cells leave the node holding the
     records (a small distinct-count sketch lists hashed identifiers: dropped with its cell)."""
     out = {}
-    for key, cell in protect(cells, dims, min_cell).cells.items():
-        if cell.suppressed:
+    for key, cell in cells.items():
+        if protected.cells[key].suppressed:
             out[key] = Cell(0, 0, 0, None, cell.estimated, cell.withheld + 1)
         else:
-            out[key] = replace(cell, suppressed="")
+            out[key] = cell
     return out
 
 
@@ -231,8 +371,10 @@ def dimensions_for(request: StatsRequest, kind: str, regions: RegionRollup) -> l
         if name == "region":
             levels = _REGION_LEVELS[_REGION_LEVELS.index(request.region_level) :]
 
-            def region_up(value: str, i: int, levels: tuple[str, ...] = levels) -> str:
-                return regions.key(value, levels[i + 1])
+            def region_up(
+                value: str, i: int, levels: tuple[str, ...] = levels, r: RegionRollup = regions
+            ) -> str:
+                return r.key(value, levels[i + 1])
 
             dims.append(Dimension(name, levels, region_up))
         elif name == "period":

@@ -20,6 +20,7 @@ Every federated query is audited where it is issued and at every node it reaches
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,13 @@ from hierarchy_config.model import ChildConfig
 from hierarchy_config.standards.indicators import Indicator
 from hierarchy_config.standards.model import Release
 from node.stats.cells import Partial, combine, decimal_value
-from node.stats.compute import compute_part_txn, ratio_cells, result_document
-from node.stats.disclosure import Dimension, dimensions_for, protect, withhold
+from node.stats.compute import (
+    compute_part_txn,
+    compute_with_family_txn,
+    ratio_cells,
+    result_document,
+)
+from node.stats.disclosure import Family, Protected, family_of, protect_in_family, withhold
 from node.stats.federated import (
     MAX_ANSWER_BYTES,
     QUERY_PATH,
@@ -130,27 +136,33 @@ class StatsService:
         for comp in comps:
             self._check_grain(comp, request)
         partials: list[Partial] = []
+        protected: list[Protected] = []
         answered: set[str] = set()
         missing: dict[str, str] = {}
+        min_cell = self.min_cell(indicator)
         with self.metrics.duration.labels("federated" if federated else "local").time():
             for comp in comps:
+                comp_request = dataclasses.replace(request, indicator=comp.name)
+                family = self.family(comp, comp_request)
                 if federated:
-                    answer = await self._federated(comp, request, timeout_s or DEFAULT_TIMEOUT_S)
-                    partials.append(answer.partial)
-                    answered.update(answer.answered)
-                    missing.update((m["node"], m["reason"]) for m in answer.missing)
+                    timeout = timeout_s or DEFAULT_TIMEOUT_S
+                    asks = [self._federated(comp, comp_request, timeout)]
+                    if family.request != comp_request:
+                        asks.append(self._federated(comp, family.request, timeout))
+                    answers = await asyncio.gather(*asks)
+                    part, fam = answers[0].partial, answers[-1].partial
+                    for answer in answers:
+                        answered.update(answer.answered)
+                        missing.update((m["node"], m["reason"]) for m in answer.missing)
                 else:
-                    partials.append(
-                        await self.node.db.read(
-                            compute_part_txn, release, comp, request, None, False
-                        )
+                    part, fam = await self.node.db.read(
+                        compute_with_family_txn, release, comp, comp_request, family, None, False
                     )
                     answered.add(self.node.config.node_id)
-        min_cell = self.min_cell(indicator)
-        protected = [
-            protect(p.cells, self.dimensions(c, request), min_cell)
-            for c, p in zip(comps, partials, strict=True)
-        ]
+                partials.append(part)
+                protected.append(
+                    protect_in_family(part.cells, comp_request, family, fam.cells, min_cell)
+                )
         cells = [p.cells for p in protected]
         if indicator.kind == "ratio":
             rows = ratio_cells(
@@ -170,11 +182,14 @@ class StatsService:
             missing=[{"node": n, "reason": r} for n, r in sorted(missing.items())],
             label_indicator=comps[0],
             unresolved=sum(p.lone for p in protected),
+            scope="answer" if any(p.scope == "answer" for p in protected) else "family",
         )
 
-    def dimensions(self, comp: Indicator, request: StatsRequest) -> list[Dimension]:
-        """The hierarchies of `request`'s keys for disclosure control (`node.stats.disclosure`)."""
-        return dimensions_for(request, comp.kind, rollup_for(self.release()))
+    def family(self, comp: Indicator, request: StatsRequest) -> Family:
+        """The disclosure-control family of `request` (`node.stats.disclosure.Family`)."""
+        return family_of(
+            request, comp.dimension_names, comp.kind, self._yearly(comp), rollup_for(self.release())
+        )
 
     def _yearly(self, comp: Indicator) -> bool:
         """Whether `comp` can only be asked per year (its period field holds years only)."""
@@ -194,12 +209,16 @@ class StatsService:
         assert comp.measure is not None
         sketch = comp.measure.kind in ("distinct", "duplicates")
         me = self.node.config.node_id
-        part = await self.node.db.read(compute_part_txn, self.release(), comp, request, me, sketch)
-        policy = self.release().policy(comp.record_type or "")
-        if leaves and policy.mode == "local":
-            dims = self.dimensions(comp, request)
-            return Partial(part.measure, part.scale, withhold(part.cells, dims, policy.min_cell))
-        return part
+        release = self.release()
+        policy = release.policy(comp.record_type or "")
+        if not (leaves and policy.mode == "local"):
+            return await self.node.db.read(compute_part_txn, release, comp, request, me, sketch)
+        family = self.family(comp, request)
+        part, fam = await self.node.db.read(
+            compute_with_family_txn, release, comp, request, family, me, sketch
+        )
+        shown = protect_in_family(part.cells, request, family, fam.cells, policy.min_cell)
+        return Partial(part.measure, part.scale, withhold(part.cells, shown))
 
     async def _federated(self, comp: Indicator, request: StatsRequest, timeout_s: float) -> Answer:
         """Issue a query as its origin: own part plus the children's, combined."""
