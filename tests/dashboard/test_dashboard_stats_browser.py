@@ -2,9 +2,10 @@
 (ministry, two provinces, two cities each) over real HTTP: generated contribution records are
 ingested at the cities (one city with too few for its cell to be shown) and replicate up; the
 ministry's page draws bars by region, a line over periods and the region tree, with the same
-values the statistics API answers, the small cell shown as suppressed (and its complement); the federated path says
-it is complete, and names the missing node once a city is stopped. Without an operator token
-the panel asks the node for nothing. Every wait is Playwright's polling `expect`."""
+values the statistics API answers, the small cell shown as suppressed (and its complement); the
+federated path says it is complete, and names the missing node once a city is stopped. Without
+an operator token the panel asks the node for nothing. Every wait is Playwright's polling
+`expect`."""
 
 from __future__ import annotations
 
