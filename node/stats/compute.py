@@ -11,6 +11,7 @@ This module does not decide whom to ask (that is `node.stats.service`) and does 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -42,8 +43,29 @@ def compute_part_txn(
     owner: str | None,
     with_sketch: bool,
 ) -> Partial:
-    """The cells of a flow or stock indicator over this database (one read transaction)."""
+    """The cells of a flow or stock indicator over this database (one read transaction).
+
+    Counts and sums at the prefecture level are grouped by county in the database and the
+    (few) county cells added up to prefecture-level units here: the roll-up exceptions then
+    cost nothing per record (a CASE per record costs SQLite a second JSON extraction)."""
     assert indicator.record_type is not None and indicator.measure is not None
+    rollup = rollup_for(release)
+    if (
+        indicator.measure.kind in ("count", "sum")
+        and request.region_level == "prefecture"
+        and "region" in request.by
+    ):
+        county = dataclasses.replace(request, region_level="county")
+        part = compute_part_txn(conn, release, indicator, county, owner, with_sketch)
+        at = request.by.index("region")
+        folded: dict[Key, list[int]] = {}
+        for key, cell in part.cells.items():
+            up = (*key[:at], rollup.key(key[at], "prefecture"), *key[at + 1 :])
+            acc = folded.setdefault(up, [0, 0])
+            acc[0] += cell.n
+            acc[1] += cell.value
+        cells = {k: Cell(n=a[0], value=a[1]) for k, a in sorted(folded.items())}
+        return Partial(part.measure, part.scale, cells)
     schema = release.schemas[indicator.record_type]
     q = build_query(
         indicator,
@@ -52,7 +74,7 @@ def compute_part_txn(
         conn.dialect.name,
         owner,
         with_sketch=with_sketch,
-        regions=rollup_for(release),
+        regions=rollup,
     )
     width = len(q.keys)
     cells: dict[Key, Cell] = {}

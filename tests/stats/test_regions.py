@@ -9,11 +9,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
+from sqlalchemy import Connection
 
 from hierarchy_config.standards import default_release
 from hierarchy_config.standards.model import CodeEntry, CodeTable
 from node.db import Database
 from node.stats.compute import compute_part_txn
+from node.stats.query import build_query
 from node.stats.regions import RegionRollup, rollup_for
 from node.stats.request import StatsRequest
 from tests.stats.helpers import Rows, person_id
@@ -103,6 +105,20 @@ def test_sql_roll_up_matches_python_for_every_code(db: Database) -> None:
         part = db.read_sync(compute_part_txn, RELEASE, ind, request, None, False)
         got = {k[0]: c.n for k, c in part.cells.items()}
         assert got == dict(Counter(ROLLUP.key(c, level) for c in codes)), level
+    # The SQL CASE itself (used for distinct counts; counts and sums are grouped by county
+    # and added up in Python), at the prefecture level, nationally and within Hubei.
+    schema = RELEASE.schemas["contribution"]
+    for scope in (None, "420000"):
+        request = StatsRequest.parse(
+            "contributions_collected", "region", "2025-01", scope, "prefecture"
+        )
+
+        def keys(conn: Connection, request: StatsRequest = request) -> Counter[str]:
+            q = build_query(ind, schema, request, conn.dialect.name, regions=ROLLUP)
+            return Counter({row[0]: row.n for row in conn.execute(q.statement)})
+
+        inside = [c for c in codes if scope is None or c.startswith(scope[:2])]
+        assert db.read_sync(keys) == Counter(ROLLUP.key(c, "prefecture") for c in inside)
     # Within one province (the CASE then only carries that province's exceptions).
     request = StatsRequest.parse("contributions_collected", "region", "2025-01", "420000", None)
     part = db.read_sync(compute_part_txn, RELEASE, ind, request, None, False)
