@@ -64,8 +64,8 @@ def compute_part_txn(
             acc = folded.setdefault(up, [0, 0])
             acc[0] += cell.n
             acc[1] += cell.value
-        cells = {k: Cell(n=a[0], value=a[1]) for k, a in sorted(folded.items())}
-        return Partial(part.measure, part.scale, cells)
+        summed = {k: Cell(n=a[0], value=a[1]) for k, a in sorted(folded.items())}
+        return Partial(part.measure, part.scale, summed)
     schema = release.schemas[indicator.record_type]
     q = build_query(
         indicator,
