@@ -71,7 +71,7 @@ TOTAL = "*"  # the value of a dimension once it is summed over
 # its own part before sending). Only primary and secondary cells are unknown terms.
 _HIDING = frozenset({PRIMARY, SECONDARY})
 MAX_ROUNDS = 20  # lattice recomputations when a relation forces a coarser margin hidden
-FAMILY_LIMIT = 20_000  # finest cells above which an answer is protected on its own
+FAMILY_LIMIT = 8_000  # finest cells above which an answer is protected on its own (~1 s)
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,11 @@ class _Lattice:
         self.chains: list[dict[str, list[str]]] = []
         self.steps: list[list[dict[str, str]]] = []  # [dim][level]: value -> value one level up
         self.memo: dict[tuple[int, ...], dict[Key, str]] = {}
+        self.cells: dict[tuple[int, ...], dict[Key, Cell]] = {}
+        self.structure: dict[
+            tuple[int, ...],
+            tuple[dict[tuple[int, Key], list[Key]], dict[Key, list[tuple[int, Key]]]],
+        ] = {}
         self.forced: dict[tuple[int, ...], set[Key]] = {}  # margins hidden to close a relation
         self.lone: list[tuple[tuple[int, ...], Key]] = []
         for i, dim in enumerate(dims):
@@ -151,17 +156,51 @@ class _Lattice:
         return ""
 
     def cells_at(self, table: tuple[int, ...]) -> dict[Key, Cell]:
-        if not any(table):
-            return dict(self.fine)
-        out: dict[Key, list[int]] = {}
-        for key, cell in self.fine.items():
-            coarse = tuple(self.chains[i][v][table[i]] for i, v in enumerate(key))
-            acc = out.setdefault(coarse, [0, 0, 0, 0])
-            acc[0] += cell.n
-            acc[1] += cell.value
-            acc[2] += cell.distinct
-            acc[3] += cell.withheld
-        return {k: Cell(n=a[0], value=a[1], distinct=a[2], withheld=a[3]) for k, a in out.items()}
+        """The cells of `table`, summed from the table one step finer (cached: a table's
+        cells do not change between rounds, only what is hidden)."""
+        cached = self.cells.get(table)
+        if cached is not None:
+            return cached
+        i = next((i for i, level in enumerate(table) if level), None)
+        if i is None:
+            out = dict(self.fine)
+        else:
+            finer = (*table[:i], table[i] - 1, *table[i + 1 :])
+            step = self.steps[i][table[i] - 1]
+            acc: dict[Key, list[int]] = {}
+            for key, cell in self.cells_at(finer).items():
+                a = acc.setdefault((*key[:i], step[key[i]], *key[i + 1 :]), [0, 0, 0, 0])
+                a[0] += cell.n
+                a[1] += cell.value
+                a[2] += cell.distinct
+                a[3] += cell.withheld
+            out = {
+                k: Cell(n=a[0], value=a[1], distinct=a[2], withheld=a[3]) for k, a in acc.items()
+            }
+        self.cells[table] = out
+        return out
+
+    def relations(
+        self, table: tuple[int, ...]
+    ) -> tuple[dict[tuple[int, Key], list[Key]], dict[Key, list[tuple[int, Key]]]]:
+        """The relations of `table`: (dimension, key one step up) -> the children here, and
+        for each cell the relations it is a child in (cached across rounds)."""
+        cached = self.structure.get(table)
+        if cached is not None:
+            return cached
+        cells = self.cells_at(table)
+        relations: dict[tuple[int, Key], list[Key]] = {}
+        member_of: dict[Key, list[tuple[int, Key]]] = {k: [] for k in cells}
+        for i, dim in enumerate(self.dims):
+            if table[i] >= dim.top:
+                continue
+            step = self.steps[i][table[i]]
+            for key in cells:
+                rel = (i, (*key[:i], step[key[i]], *key[i + 1 :]))
+                relations.setdefault(rel, []).append(key)
+                member_of[key].append(rel)
+        self.structure[table] = (relations, member_of)
+        return relations, member_of
 
     def pattern(self, table: tuple[int, ...]) -> dict[Key, str]:
         """Status of every cell of `table` (levels per dimension), coarser tables first."""
@@ -174,25 +213,15 @@ class _Lattice:
             k: self.small(c) or (SECONDARY if k in forced and c.n > 0 else "")
             for k, c in cells.items()
         }
-        # relations: (dimension, coarse key) -> children keys; the coarse key's status is fixed
-        relations: dict[tuple[int, Key], list[Key]] = {}
+        relations, member_of = self.relations(table)
         margins: dict[tuple[int, Key], bool] = {}
-        coarse_of: dict[tuple[int, Key], tuple[int, ...]] = {}
-        member_of: dict[Key, list[tuple[int, Key]]] = {k: [] for k in cells}
         for i, dim in enumerate(self.dims):
-            if table[i] >= dim.top:
-                continue
-            up = (*table[:i], table[i] + 1, *table[i + 1 :])
-            coarse_status = self.pattern(up)
-            for key in cells:
-                step = self.steps[i][table[i]][key[i]]
-                rel = (i, (*key[:i], step, *key[i + 1 :]))
-                if rel not in relations:
-                    relations[rel] = []
-                    margins[rel] = coarse_status.get(rel[1], "") in _HIDING
-                    coarse_of[rel] = up
-                relations[rel].append(key)
-                member_of[key].append(rel)
+            if table[i] < dim.top:
+                coarse_status = self.pattern((*table[:i], table[i] + 1, *table[i + 1 :]))
+                hidden_above = {k for k, v in coarse_status.items() if v in _HIDING}
+                for rel in relations:
+                    if rel[0] == i:
+                        margins[rel] = rel[1] in hidden_above
 
         def cost(m: Key, rel: tuple[int, Key]) -> tuple[int, int, int, Key]:
             # prefer a cell that is not the only child of a published margin along another
@@ -203,7 +232,10 @@ class _Lattice:
             )
             return (int(strands), cells[m].n, abs(cells[m].value), m)
 
-        todo = sorted(relations)
+        # only relations with an unknown term can have exactly one
+        todo = [rel for rel, hidden in margins.items() if hidden]
+        todo += [rel for k, v in status.items() if v in _HIDING for rel in member_of[k]]
+        todo.reverse()
         queued = set(todo)
         while todo:
             rel = todo.pop()
@@ -214,7 +246,8 @@ class _Lattice:
                 continue
             candidates = [m for m in members if not status[m] and cells[m].n > 0]
             if not candidates:  # only the margin is left to hide: its table must do it
-                self.lone.append((coarse_of[rel], rel[1]))
+                i = rel[0]
+                self.lone.append(((*table[:i], table[i] + 1, *table[i + 1 :]), rel[1]))
                 continue
             chosen = min(candidates, key=lambda m, r=rel: cost(m, r))  # type: ignore[misc]
             status[chosen] = SECONDARY

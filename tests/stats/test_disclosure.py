@@ -115,6 +115,24 @@ def test_withheld_cells_are_blanked_with_their_complements() -> None:
     assert statuses(protect(out, dim, MIN).cells) == {"110": "withheld", "310": "withheld"}
 
 
+def test_a_family_too_large_is_protected_answer_by_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.stats.disclosure as disclosure
+
+    request = StatsRequest.parse("contributions_collected", "region", "2025", "330000", "county")
+    ind = RELEASE.indicators["contributions_collected"]
+    family = family_of(request, ind.dimension_names, ind.kind, False, ROLLUP)
+    cells = flat({"330102": 3, "330105": 30, "330106": 40})
+    fine = {(k[0], "2025-01", "110", "10"): c for k, c in cells.items()}
+    whole = protect_in_family(cells, request, family, fine, MIN)
+    assert whole.scope == "family" and statuses(whole.cells) == {
+        "330102": "primary",
+        "330105": "secondary",
+    }
+    monkeypatch.setattr(disclosure, "FAMILY_LIMIT", 2)
+    alone = protect_in_family(cells, request, family, fine, MIN)
+    assert alone.scope == "answer" and statuses(alone.cells) == statuses(whole.cells)
+
+
 # --- the attacker, on a real database -------------------------------------------------------
 
 COUNTIES = (
