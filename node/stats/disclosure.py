@@ -13,24 +13,27 @@ no relation `margin = sum of its children` has exactly one unknown term.
 How (the hierarchical approach of statistical offices, e.g. tau-argus's HiTaS, with the simple
 iterative "next-smallest cell" heuristic inside each table):
 
-1. the tables are processed from the coarsest (the grand total) down to the answer's own;
-2. in each table, primary suppression first; then every relation between a cell of the coarser
+1. the family of an answer (`Family`: same indicator, period range and region filter; every
+   dimension, county level, months) is computed once, and every table of its lattice is summed
+   from the finest cells; the answer is one of those tables;
+2. the tables are processed from the coarsest (the grand total) down to the finest;
+3. in each table, primary suppression first; then every relation between a cell of the coarser
    table one step up one dimension and its children in this table is checked: with exactly one
    unknown term (the margin hidden in its own table, or one hidden child), the smallest published
    child is hidden as well (`secondary`), preferring children whose hiding does not leave a
-   single-child relation uncoverable; repeated until nothing changes (a work list, bounded by the
-   number of cells);
-3. a coarser table's pattern is fixed before a finer one is processed, so the answer to a coarser
-   request (computed the same way, deterministic ties) hides exactly the margins this answer
-   assumed hidden: answers at different levels of one family are consistent with each other.
+   single-child relation open; repeated from a work list until nothing changes;
+4. a relation a table cannot close (every other term is a margin, fixed above) forces that
+   margin hidden in its own table, and the lattice is computed again (at most `MAX_ROUNDS`).
+   Every answer of a family is read from the same final lattice, so they hide consistently.
 
 What it does not do: it does not solve the linear system an attacker could build from many
 relations at once (a suppressed cell can occasionally be pinned down by combining several
 equations, or bounded to an interval), and it does not make answers over *different* period
 ranges or region filters consistent with each other. Distinct counts are not additive across
 cells; their margins here are the sums of the cells (an upper bound), which only makes the
-suppression more cautious. `lone` counts relations that could not be closed inside the answer
-(see `Protected`). Pure: no database, no network.
+suppression more cautious. A family larger than `FAMILY_LIMIT` finest cells is not built: the
+answer is then protected on its own (its own lattice; `Protected.scope` = "answer"). `lone`
+counts relations still open after the last round (0 in every test). Pure: no database, no network.
 """
 
 from __future__ import annotations
