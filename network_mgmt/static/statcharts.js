@@ -153,6 +153,8 @@ export function regionTree(container, levels, { unit = "" } = {}) {
     const max = niceMax(Math.max(0, ...level.cells.map(plotted)));
     const cells = [...level.cells].sort((a, b) => a.region.localeCompare(b.region));
     for (const cell of cells) {
+      // A municipality (110000) is its own prefecture-level unit: the same region, shown once.
+      if (items.has(cell.region)) continue;
       const text = cellText(cell, unit);
       const bar = svg("svg", { viewBox: "0 0 100 8", class: "tree-bar", preserveAspectRatio: "none" });
       if (cell.suppressed) bar.append(svg("rect", { x: 0, y: 0, width: 100, height: 8, class: "bar-suppressed" }));

@@ -149,8 +149,9 @@ async def test_statistics_cells_suppressed_estimated_and_region_nesting(page: An
             g.querySelector('.bar-value').textContent, g.querySelectorAll('rect.bar').length,
             g.dataset.suppression]);
           const tree = document.createElement('div');
-          s.regionTree(tree, [{ cells: [cell('330000', 5000)], labels: {} },
-                              { cells: [cell('330106', 3), cell('320100', 4)], labels: {} }]);
+          s.regionTree(tree, [{ cells: [cell('330000', 5000), cell('110000', 9)], labels: {} },
+                              { cells: [cell('330106', 3), cell('320100', 4), cell('110000', 9)],
+                                labels: {} }]);
           const nested = [...tree.querySelectorAll('li.region-node')].map((li) =>
             [li.dataset.region, li.parentElement.closest('li') ?
               li.parentElement.closest('li').dataset.region : null]);
@@ -172,6 +173,12 @@ async def test_statistics_cells_suppressed_estimated_and_region_nesting(page: An
     ]
     # a county nests under its province when its prefecture is not in the answer; a region
     # whose province is not in the answer stays at the top
-    assert out["nested"] == [["330000", None], ["330106", "330000"], ["320100", None]]
+    # a municipality is its own prefecture-level unit: listed once
+    assert out["nested"] == [
+        ["110000", None],
+        ["330000", None],
+        ["330106", "330000"],
+        ["320100", None],
+    ]
     assert out["parents"] == ["330100", "330000", None, None]
     assert out["points"] == 2 and out["lines"] == 0  # a gap (2024-02) breaks the line
