@@ -119,7 +119,8 @@ def labels_for(
     tables: dict[str, str | None] = {"region": "CT_ADMIN_DIV", "period": None}
     schema = release.schemas.get(indicator.record_type or "")
     for d in indicator.dimensions:
-        spec = schema.by_name.get(d.field) if schema else None
+        source = release.schemas.get(d.via) if d.via else schema
+        spec = source.by_name.get(d.field) if source else None
         tables[d.name] = spec.code_table if spec else None
     out: dict[str, dict[str, str]] = {}
     for i, name in enumerate(keys):

@@ -17,6 +17,10 @@ Record fields live in the JSON text column `records.payload`; they are read with
 * distinct counts are `COUNT(DISTINCT ...)`; duplicates are identifiers held by more than one
   owner (`HAVING COUNT(DISTINCT owner) > 1`).
 
+A dimension read from a linked record (`via`, e.g. the employer's industry of an injury) joins
+a derived table of those records (one value per natural key, whoever owns it here) on the
+linking field; records without a partner here group under an empty value.
+
 Tombstones (`deleted`) are always excluded. `owner` restricts a run to one node's own records
 (the node's part of a federated query). This module builds statements; it does not run them.
 """
@@ -45,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from hierarchy_config.standards.indicators import Filter, Indicator, sum_scale
+from hierarchy_config.standards.indicators import Dimension, Filter, Indicator, sum_scale
 from hierarchy_config.standards.model import RecordSchema
 from node.schema import records
 from node.stats.periods import Period
@@ -57,14 +61,27 @@ __all__ = ["CellQuery", "build_query", "field_text", "region_key"]
 Expr = ColumnElement[Any]
 
 
-def field_text(dialect: str, name: str) -> Expr:
+def field_text(dialect: str, name: str, table: Any = records) -> Expr:
     """The text of payload field `name` (NULL when absent) in the given SQL dialect."""
     expr: Expr
     if dialect == "postgresql":
-        expr = cast(records.c.payload, JSON)[name].as_string()
+        expr = cast(table.c.payload, JSON)[name].as_string()
     else:
-        expr = func.json_extract(records.c.payload, f'$."{name}"')
+        expr = func.json_extract(table.c.payload, f'$."{name}"')
     return expr
+
+
+def _partner(dialect: str, n: int, d: Dimension, on: Expr) -> tuple[Any, Expr]:
+    """A `via` dimension: the linked records (type `d.via`, not deleted; any owner held here,
+    one value per natural key) as a derived table, its join condition and the value column."""
+    linked = records.alias(f"via{n}")
+    table = (
+        select(linked.c.key.label("k"), func.min(field_text(dialect, d.field, linked)).label("v"))
+        .where(linked.c.record_type == d.via, linked.c.deleted.is_(False))
+        .group_by(linked.c.key)
+        .subquery(f"linked{n}")
+    )
+    return table, table.c.k == on
 
 
 @dataclass(frozen=True)
@@ -208,8 +225,14 @@ def build_query(
             ended.extend(_filter(f, text) for f in indicator.end_when)
             where.append(not_(and_(*ended)))
         keys["period"] = bounds.c.period
-    for d in indicator.dimensions:
-        col = text(d.field)
+    source: Any = records
+    for n, d in enumerate(indicator.dimensions):
+        if d.via is not None and d.on is not None and d.name in request.by:
+            table, on = _partner(dialect, n, d, text(d.on))
+            source = source.outerjoin(table, on)
+            col = table.c.v
+        else:
+            col = text(d.field)
         keys[d.name] = func.substr(col, 1, d.length) if d.length else col
     chosen = [keys[name].label(f"k{i}") for i, name in enumerate(request.by)]
     # SQLite groups by the output names (each key computed once per row); PostgreSQL by the
@@ -235,7 +258,8 @@ def build_query(
             value: Expr = func.sum(total)
         else:
             value = func.count()
-        stmt = select(*chosen, func.count().label("n"), value.label("value")).where(*where)
+        stmt = select(*chosen, func.count().label("n"), value.label("value")).select_from(source)
+        stmt = stmt.where(*where)
         stmt = stmt.group_by(*group) if group else stmt
     else:
         assert measure.field is not None
@@ -243,11 +267,12 @@ def build_query(
         if measure.kind == "distinct":
             distinct = func.count(who.distinct())
             stmt = select(*chosen, distinct.label("n"), distinct.label("value"))
-            stmt = stmt.where(*where, who.is_not(None))
+            stmt = stmt.select_from(source).where(*where, who.is_not(None))
             stmt = stmt.group_by(*group) if group else stmt
         else:  # duplicates: identifiers held by more than one owner within the cell
             inner = (
                 select(*chosen, who.label("who"))
+                .select_from(source)
                 .where(*where, who.is_not(None))
                 .group_by(*group, who)
                 .having(func.count(records.c.owner.distinct()) > 1)
@@ -257,5 +282,10 @@ def build_query(
             stmt = select(*outer_keys, func.count().label("n"), func.count().label("value"))
             stmt = stmt.group_by(*outer_keys) if outer_keys else stmt
         if with_sketch:
-            sketch = select(*chosen, who.label("who")).where(*where, who.is_not(None)).distinct()
+            sketch = (
+                select(*chosen, who.label("who"))
+                .select_from(source)
+                .where(*where, who.is_not(None))
+                .distinct()
+            )
     return CellQuery(stmt, request.by, scale, sketch)
