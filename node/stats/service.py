@@ -104,7 +104,10 @@ class StatsService:
         out = []
         for ind in release.indicators.values():
             comps = self.components(ind)
-            types = sorted({c.record_type or "" for c in comps})
+            types = sorted(
+                {c.record_type or "" for c in comps}
+                | {d.via for c in comps for d in c.dimensions if d.via}
+            )
             out.append(
                 {
                     "name": ind.name,
