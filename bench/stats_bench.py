@@ -44,7 +44,8 @@ from sqlalchemy.dialects import sqlite
 from hierarchy_config.standards import default_release
 from node.db import Database
 from node.stats.compute import compute_part_txn, compute_with_family_txn
-from node.stats.disclosure import family_of, protect_in_family
+from node.stats.disclosure import protect_in_family
+from node.stats.family import family_of
 from node.stats.query import build_query
 from node.stats.regions import rollup_for
 from node.stats.request import StatsRequest

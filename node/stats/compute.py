@@ -21,7 +21,8 @@ from sqlalchemy import Connection
 from hierarchy_config.standards.indicators import Indicator
 from hierarchy_config.standards.model import Release
 from node.stats.cells import Cell, Key, Partial, decimal_value, new_sketch
-from node.stats.disclosure import Family, aggregate
+from node.stats.disclosure import aggregate
+from node.stats.family import Family
 from node.stats.query import build_query
 from node.stats.regions import rollup_for
 from node.stats.request import StatsRequest

@@ -34,7 +34,8 @@ from node.stats.compute import (
     ratio_cells,
     result_document,
 )
-from node.stats.disclosure import Family, Protected, family_of, protect_in_family, withhold
+from node.stats.disclosure import Protected, protect_in_family, withhold
+from node.stats.family import Family, family_of
 from node.stats.federated import (
     MAX_ANSWER_BYTES,
     QUERY_PATH,

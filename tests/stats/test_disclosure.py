@@ -22,14 +22,8 @@ from hierarchy_config.standards import default_release
 from node.db import Database
 from node.stats.cells import Cell, suppress_small
 from node.stats.compute import compute_part_txn, compute_with_family_txn
-from node.stats.disclosure import (
-    Dimension,
-    dimensions_for,
-    family_of,
-    protect,
-    protect_in_family,
-    withhold,
-)
+from node.stats.disclosure import protect, protect_in_family, withhold
+from node.stats.family import Dimension, dimensions_for, family_of
 from node.stats.regions import rollup_for
 from node.stats.request import StatsRequest
 from tests.stats.helpers import Rows, person_id
