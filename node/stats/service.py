@@ -190,7 +190,7 @@ class StatsService:
         )
 
     def family(self, comp: Indicator, request: StatsRequest) -> Family:
-        """The disclosure-control family of `request` (`node.stats.disclosure.Family`)."""
+        """The disclosure-control family of `request` (`node.stats.family.Family`)."""
         return family_of(
             request, comp.dimension_names, comp.kind, self._yearly(comp), rollup_for(self.release())
         )
