@@ -9,7 +9,9 @@ What it measures:
    shaping) and, in the same run on the same database, a hand-written
    `SELECT substr(...), substr(...), count(*), sum(...) ... GROUP BY 1, 2` through the `sqlite3`
    module, and the indicator's own generated SQL text through `sqlite3` (isolating the package's
-   overhead from the shape of the SQL). All three run in turns, `--repeat` times after one
+   overhead from the shape of the SQL), and what `lsnet stats run` does in all (the disclosure
+   family's cells, the answer summed from them, primary and secondary suppression:
+   `node.stats.disclosure`). All four run in turns, `--repeat` times after one
    warm-up; the medians and ratios are printed (target: ratio <= 1.5). All must give the same
    cells.
 2. **Federated latency.** A demo network (1 ministry, 2 provinces x 2 cities) in this process over
@@ -41,8 +43,11 @@ from sqlalchemy.dialects import sqlite
 
 from hierarchy_config.standards import default_release
 from node.db import Database
-from node.stats.compute import compute_part_txn
+from node.stats.compute import compute_part_txn, compute_with_family_txn
+from node.stats.disclosure import protect_in_family
+from node.stats.family import family_of
 from node.stats.query import build_query
+from node.stats.regions import rollup_for
 from node.stats.request import StatsRequest
 from node.store import payload_json
 
@@ -152,10 +157,30 @@ def local_bench(folder: Path, n: int, repeat: int) -> dict[str, Any]:
         part = db.read_sync(compute_part_txn, release, indicator, request, None, False)
         return {k: (c.n, c.value) for k, c in part.cells.items()}
 
+    family = family_of(
+        request, indicator.dimension_names, indicator.kind, False, rollup_for(release)
+    )
+    min_cell = release.policy("contribution").min_cell
+
+    def via_service() -> dict[tuple[str, ...], tuple[int, int]]:
+        """What `lsnet stats run` does: the disclosure family's cells in the same snapshot (the
+        answer summed from them) and primary + secondary suppression."""
+        part, fam = db.read_sync(
+            compute_with_family_txn, release, indicator, request, family, None, False
+        )
+        shown = protect_in_family(part.cells, request, family, fam.cells, min_cell)
+        return {k: (c.n, c.value) for k, c in shown.cells.items()}
+
     raw_conn = sqlite3.connect(path)
+    # What compute_part_txn sends for a count or sum at the prefecture level: the county
+    # grouping (its cells are then added up to prefecture-level units, see below).
+    county = StatsRequest.parse(
+        "contributions_collected", "region,period", "2024-01..2024-12", None, "county"
+    )
+    rollup = rollup_for(release)
     generated = str(
         build_query(
-            indicator, release.schemas["contribution"], request, "sqlite"
+            indicator, release.schemas["contribution"], county, "sqlite", regions=rollup
         ).statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
     )
 
@@ -163,14 +188,30 @@ def local_bench(folder: Path, n: int, repeat: int) -> dict[str, Any]:
         return {(r[0], r[1]): (r[2], r[3]) for r in raw_conn.execute(RAW_SQL)}
 
     def via_generated_sql() -> dict[tuple[str, ...], tuple[int, int]]:
-        return {(r[0], r[1]): (r[2], r[3]) for r in raw_conn.execute(generated)}
+        out: dict[tuple[str, ...], tuple[int, int]] = {}
+        for r in raw_conn.execute(generated):
+            key = (rollup.key(r[0], "prefecture"), r[1])
+            n, v = out.get(key, (0, 0))
+            out[key] = (n + r[2], v + r[3])
+        return out
 
     medians, results = interleaved(
-        {"indicator": via_stats, "raw": via_raw, "generated_sql": via_generated_sql}, repeat
+        {
+            "indicator": via_stats,
+            "raw": via_raw,
+            "generated_sql": via_generated_sql,
+            "with_disclosure_control": via_service,
+        },
+        repeat,
     )
     raw_conn.close()
     db.close()
-    if not results["indicator"] == results["raw"] == results["generated_sql"]:
+    if not (
+        results["indicator"]
+        == results["raw"]
+        == results["generated_sql"]
+        == results["with_disclosure_control"]
+    ):
         raise SystemExit("the indicator and the raw GROUP BY disagree")
     return {
         "records": n,
@@ -181,6 +222,10 @@ def local_bench(folder: Path, n: int, repeat: int) -> dict[str, Any]:
         "generated_sql_seconds": round(medians["generated_sql"], 3),
         "ratio": round(medians["indicator"] / medians["raw"], 3),
         "ratio_to_generated_sql": round(medians["indicator"] / medians["generated_sql"], 3),
+        "with_disclosure_control_seconds": round(medians["with_disclosure_control"], 3),
+        "ratio_with_disclosure_control": round(
+            medians["with_disclosure_control"] / medians["raw"], 3
+        ),
     }
 
 
@@ -274,6 +319,11 @@ def main() -> None:
     print(f"  ratio to the raw GROUP BY: {local['ratio']:.3f} (target <= 1.5)")
     print(
         f"  ratio to its own SQL run raw (package overhead): {local['ratio_to_generated_sql']:.3f}"
+    )
+    print(
+        "  with disclosure control (family query + primary/secondary suppression): "
+        f"{local['with_disclosure_control_seconds']:.3f} s, "
+        f"ratio {local['ratio_with_disclosure_control']:.3f}"
     )
     print(
         f"federated over {federated['nodes']} nodes "

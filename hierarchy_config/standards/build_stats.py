@@ -3,7 +3,8 @@
 * `indicators/<name>.toml`: one indicator per file, the keys of
   `hierarchy_config.standards.indicators.Indicator` (`name`, `title`, `kind`, `record_type`,
   `measure = {kind, field | fields}`, `filters = [{field, values, negate}]`, `region_field`,
-  `period_field` or `start_field`/`end_field`/`end_when`, `dimensions = [{name, field, length}]`;
+  `period_field` or `start_field`/`end_field`/`end_when`, `dimensions = [{name, field, length}]`
+  (plus `via`, `on` for a field of a linked record, e.g. the employer's industry);
   a ratio names `numerator`, `denominator` and optionally `factor`);
 * `replication.toml`: `[default]` and `[types.<record_type>]` tables with `mode`
   (`replicate` | `local`) and `min_cell`.

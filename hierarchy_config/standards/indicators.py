@@ -94,11 +94,18 @@ class Measure:
 
 @dataclass(frozen=True, slots=True)
 class Dimension:
-    """A code-table field to group by; `length` keeps a prefix (industry section = 1)."""
+    """A code-table field to group by; `length` keeps a prefix (industry section = 1).
+
+    With `via`, the field is read from another record: the record of type `via` whose natural
+    key (a single field) equals this record's field `on` (injuries by their employer's industry:
+    `via = "employer"`, `on = "uscc"`, `field = "industry"`). A record whose partner is not held
+    where the indicator is computed is grouped under an empty value."""
 
     name: str
     field: str
     length: int | None = None
+    via: str | None = None
+    on: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +228,28 @@ def check_indicators(
             _check_filter(f, schema, tables, f"{path}.end_when[{n}]")
         for d in ind.dimensions:
             where = f"{path}.dimensions.{d.name}"
-            _field(schema, d.field, where, None)
-            if schema.by_name[d.field].code_table is None:
+            source = schema
+            if d.via is not None or d.on is not None:
+                source = _partner(d, schema, schemas, where)
+            _field(source, d.field, where, None)
+            if source.by_name[d.field].code_table is None:
                 raise InvalidStandards(where, f"field {d.field!r} has no code table")
             if d.length is not None and not 1 <= d.length <= 20:
                 raise InvalidStandards(where + ".length", "must be 1 to 20")
+
+
+def _partner(
+    d: Dimension, schema: RecordSchema, schemas: Mapping[str, RecordSchema], where: str
+) -> RecordSchema:
+    """The schema a `via` dimension reads from, checked: it exists, its natural key is one
+    field, and `on` is a field of the indicator's own record type."""
+    partner = schemas.get(d.via or "")
+    if partner is None or d.on is None:
+        raise InvalidStandards(where, "'via' names a record type and 'on' the field that links")
+    if len(partner.natural_key) != 1:
+        raise InvalidStandards(where + ".via", f"{d.via!r} must have a one-field natural key")
+    _field(schema, d.on, where + ".on", None)
+    return partner
 
 
 def sum_scale(schema: RecordSchema, name: str) -> int:
@@ -258,13 +282,18 @@ def indicator_to_json(ind: Indicator) -> dict[str, Any]:
         "start_field": ind.start_field,
         "end_field": ind.end_field,
         "end_when": [_filter_json(f) for f in ind.end_when],
-        "dimensions": [
-            {"name": d.name, "field": d.field, "length": d.length} for d in ind.dimensions
-        ],
+        "dimensions": [_dimension_json(d) for d in ind.dimensions],
         "numerator": ind.numerator,
         "denominator": ind.denominator,
         "factor": ind.factor,
     }
+
+
+def _dimension_json(d: Dimension) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": d.name, "field": d.field, "length": d.length}
+    if d.via is not None:  # only when set: releases without joins keep their bytes
+        out.update(via=d.via, on=d.on)
+    return out
 
 
 def policy_to_json(p: RecordPolicy) -> dict[str, Any]:
@@ -299,7 +328,7 @@ class _Reader:
 
 _FILTER_KEYS = frozenset({"field", "values", "negate"})
 _MEASURE_KEYS = frozenset({"kind", "field", "fields"})
-_DIM_KEYS = frozenset({"name", "field", "length"})
+_DIM_KEYS = frozenset({"name", "field", "length", "via", "on"})
 INDICATOR_KEYS = frozenset(
     {"title", "kind", "ref", "unit", "record_type", "measure", "filters", "region_field"}
     | {"period_field", "start_field", "end_field", "end_when", "dimensions", "numerator"}
@@ -342,6 +371,8 @@ def indicator_from_json(name: str, doc: Any, path: str) -> Indicator:
                 name=d.get("name", str, optional=False),
                 field=d.get("field", str, optional=False),
                 length=d.get("length", int),
+                via=d.get("via", str),
+                on=d.get("on", str),
             )
         )
     return Indicator(

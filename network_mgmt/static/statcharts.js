@@ -10,6 +10,8 @@ import { el } from "./format.js";
 const SVG = "http://www.w3.org/2000/svg";
 const NUMBER = new Intl.NumberFormat("en", { maximumFractionDigits: 2 });
 export const SUPPRESSED = "suppressed (small cell)";
+export const COMPLEMENT = "suppressed (complement)"; // hidden so a small cell cannot be subtracted out
+export const WITHHELD = "withheld by its node";
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(SVG, tag);
@@ -18,9 +20,13 @@ function svg(tag, attrs = {}, text) {
   return node;
 }
 
-// The text of one cell's value: "suppressed (small cell)", "–" (undefined, e.g. a ratio over 0),
-// or the exact number (from value_text) with "≈" in front of an estimate.
+// The text of one cell's value: why it is hidden (`suppressed` is false or "primary" = a small
+// cell, "secondary" = its complement, "withheld" = blanked by the node holding the records),
+// "–" (undefined, e.g. a ratio over 0), or the exact number (from value_text) with "≈" in front
+// of an estimate.
 export function cellText(cell, unit = "") {
+  if (cell.suppressed === "secondary") return COMPLEMENT;
+  if (cell.suppressed === "withheld") return WITHHELD;
   if (cell.suppressed) return SUPPRESSED;
   if (cell.value_text === null || cell.value_text === undefined) return "–";
   const n = Number(cell.value_text);
@@ -57,6 +63,7 @@ export function barChart(container, cells, { labels, unit = "" } = {}) {
       "data-region": cell.region,
       "data-value": cell.value_text ?? "",
       "data-suppressed": String(Boolean(cell.suppressed)),
+      "data-suppression": cell.suppressed ? String(cell.suppressed) : "",
     });
     g.append(svg("text", { x: LEFT - 8, y: y + 15, class: "axis-label", "text-anchor": "end" }, regionName(labels, cell.region)));
     if (cell.suppressed) {
@@ -146,6 +153,8 @@ export function regionTree(container, levels, { unit = "" } = {}) {
     const max = niceMax(Math.max(0, ...level.cells.map(plotted)));
     const cells = [...level.cells].sort((a, b) => a.region.localeCompare(b.region));
     for (const cell of cells) {
+      // A municipality (110000) is its own prefecture-level unit: the same region, shown once.
+      if (items.has(cell.region)) continue;
       const text = cellText(cell, unit);
       const bar = svg("svg", { viewBox: "0 0 100 8", class: "tree-bar", preserveAspectRatio: "none" });
       if (cell.suppressed) bar.append(svg("rect", { x: 0, y: 0, width: 100, height: 8, class: "bar-suppressed" }));

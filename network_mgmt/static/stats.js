@@ -2,7 +2,9 @@
 // and whether to ask the subtree federated; then draw bars by region, a line over time and a
 // map-like region tree (statcharts.js) from `GET /v1/stats/run/{indicator}`. The answer's
 // completeness is always shown: which nodes answered, which did not, and cells withheld below
-// the minimum cell size — a partial answer is never drawn as if it were whole.
+// the minimum cell size — a partial answer is never drawn as if it were whole. The status line
+// is also the legend of the hidden cells: small cells, and their complements (secondary
+// suppression: hidden so that a small cell cannot be recovered by subtraction).
 //
 // Operators only: without a token the panel says so and asks the node for nothing. It does not
 // poll (statistics are asked for, not watched) and keeps nothing beyond the tab.
@@ -121,6 +123,11 @@ export function mountStatistics(panel, helpers) {
     }
     if (missing.size) parts.push("missing: " + [...missing].map(([n, r]) => `${n} (${r})`).join(", "));
     if (withheld) parts.push(`${withheld} cells withheld below the minimum cell size (${docs[0].min_cell})`);
+    const hidden = (status) => docs.reduce((n, d) => n + d.cells.filter((c) => c.suppressed === status).length, 0);
+    const small = hidden("primary") + hidden(true);
+    const complements = hidden("secondary");
+    if (small) parts.push(`"suppressed (small cell)": fewer than ${docs[0].min_cell} records`);
+    if (complements) parts.push(`"suppressed (complement)": hidden so that a small cell cannot be recovered by subtraction`);
     if (estimated) parts.push("≈ marks estimates (distinct counts merged across nodes)");
     say(parts.join(" · "), complete ? "ok" : "error");
     status.dataset.complete = String(complete);

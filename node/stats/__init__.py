@@ -7,6 +7,10 @@ the resource database, locally or federated down the tree.
 * `cells` — partial aggregates, their combination (sums, counts, HLL sketches for distinct
   counts across nodes), minimum cell size, ratios, and the result document; pure but for
   `datasketches`.
+* `regions` — roll-up along the release's GB/T 2260 table (municipalities, county-level units
+  administered by a province); pure.
+* `family` / `disclosure` — the answers that must hide consistently, and primary + secondary
+  (complementary) suppression over their lattice; pure.
 * `compute` — runs the query on the node's database (`compute_part`, `run_local`).
 * `federated` — the signed query that travels down the tree and the answers that come back.
 * `service` — the node-facing use cases (`StatsService`): local and federated runs.

@@ -12,7 +12,9 @@ Combining parts (a parent adding its children's answers to its own):
   `sum of parts' distinct counts - estimated union`: estimated as soon as two parts meet.
 
 `withhold_small` blanks cells below the minimum cell size before they leave the node that holds
-the micro-records (for `local` record types); `suppress_small` hides them in a final answer.
+the micro-records and `suppress_small` marks them in an answer (primary suppression only; the
+answers use `node.stats.disclosure`, which also hides the cells that would let a hidden one be
+recovered by subtraction).
 Pure, apart from the sketch library; no SQL, no network.
 """
 
@@ -56,7 +58,7 @@ class Cell:
     sketch: bytes | None = None
     estimated: bool = False
     withheld: int = 0  # parts that blanked this cell (minimum cell size) before sending it
-    suppressed: bool = False
+    suppressed: str = ""  # "" or why it is hidden: primary, secondary, withheld (disclosure)
 
     def to_wire(self, key: Key) -> list[Any]:
         return [
@@ -148,10 +150,18 @@ def withhold_small(part: Partial, min_cell: int) -> Partial:
 
 
 def suppress_small(cells: Mapping[Key, Cell], min_cell: int) -> dict[Key, Cell]:
-    """Mark the cells of a final answer that are below the minimum cell size, or made only of
-    parts withheld below it."""
+    """Primary suppression only: mark the cells below the minimum cell size (`primary`) or made
+    only of parts withheld below it (`withheld`). Answers use `node.stats.disclosure.protect`,
+    which adds the secondary suppression."""
     return {
-        k: replace(c, suppressed=0 < c.n < min_cell or (c.n == 0 and c.withheld > 0))
+        k: replace(
+            c,
+            suppressed="primary"
+            if 0 < c.n < min_cell
+            else "withheld"
+            if c.n == 0 and c.withheld > 0
+            else "",
+        )
         for k, c in cells.items()
     }
 

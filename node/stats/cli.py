@@ -185,7 +185,15 @@ def run_cmd(
         )
 
 
+HIDDEN = {
+    "primary": "suppressed (small cell)",
+    "secondary": "suppressed (complement)",
+    "withheld": "withheld by its node",
+}
+
+
 def to_csv(doc: dict[str, Any]) -> str:
+    """One row per cell; `suppressed` is empty or primary / secondary / withheld."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([*doc["by"], "value", "n", "suppressed", "estimated"])
@@ -195,7 +203,7 @@ def to_csv(doc: dict[str, Any]) -> str:
                 *(cell[b] for b in doc["by"]),
                 "" if cell["value_text"] is None else cell["value_text"],
                 "" if cell["n"] is None else cell["n"],
-                int(cell["suppressed"]),
+                cell["suppressed"] or "",
                 int(cell["estimated"]),
             ]
         )
@@ -213,13 +221,18 @@ def render(doc: dict[str, Any]) -> None:
     for cell in doc["cells"]:
         keys = [f"{cell[b]} {labels.get(b, {}).get(cell[b], '')}".strip() for b in doc["by"]]
         if cell["suppressed"]:
-            value = "[dim]suppressed[/]"
+            value = f"[dim]{HIDDEN.get(cell['suppressed'], 'suppressed')}[/]"
         else:
             value = "-" if cell["value_text"] is None else cell["value_text"]
             value += " ~" if cell["estimated"] else ""
         table.add_row(*keys, value, "" if cell["n"] is None else str(cell["n"]))
     console.print(table)
     notes = [f"cells under {doc['min_cell']} records are suppressed"]
+    if doc["disclosure"]["secondary"]:
+        notes.append(
+            "'suppressed (complement)' cells are hidden so that a small cell cannot be "
+            "recovered by subtraction from other cells and totals"
+        )
     if doc["estimated"]:
         notes.append("~ = estimate (distinct counts merged across nodes with HyperLogLog)")
     console.print("; ".join(notes))

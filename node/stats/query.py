@@ -4,7 +4,11 @@ Record fields live in the JSON text column `records.payload`; they are read with
 `json_extract(payload, '$.f')` on SQLite and `CAST(payload AS json) ->> 'f'` on PostgreSQL
 (`field_text`). All grouping, filtering, counting and summing happen in the database:
 
-* region keys cut the 6-digit code to the asked level (`330106` → `330000` / `330100`);
+* region keys cut the 6-digit code to the asked level (`330106` → `330000` / `330100`), with
+  the exceptions of `node.stats.regions` (municipalities, county-level units administered by
+  the province) as one CASE on the code's prefix, emitted only when the request's scope contains
+  such codes; on SQLite the code is extracted once per row (a scalar subquery), as SQLite
+  would otherwise extract it again for every branch of the CASE;
 * flow periods are cut from the period field (`2025-03-14` → `2025-03`, `2025Q1`, `2025`);
 * stocks are evaluated at each period end by joining a small derived table of period bounds
   (`start < next_start AND NOT ended-before-next_start`): one statement for all periods;
@@ -12,6 +16,10 @@ Record fields live in the JSON text column `records.payload`; they are read with
   scale, so removing the '.' is exact on both databases);
 * distinct counts are `COUNT(DISTINCT ...)`; duplicates are identifiers held by more than one
   owner (`HAVING COUNT(DISTINCT owner) > 1`).
+
+A dimension read from a linked record (`via`, e.g. the employer's industry of an injury) joins
+a derived table of those records (one value per natural key, whoever owns it here) on the
+linking field; records without a partner here group under an empty value.
 
 Tombstones (`deleted`) are always excluded. `owner` restricts a run to one node's own records
 (the node's part of a federated query). This module builds statements; it does not run them.
@@ -29,9 +37,11 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    case,
     cast,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -39,25 +49,39 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from hierarchy_config.standards.indicators import Filter, Indicator, sum_scale
+from hierarchy_config.standards.indicators import Dimension, Filter, Indicator, sum_scale
 from hierarchy_config.standards.model import RecordSchema
 from node.schema import records
 from node.stats.periods import Period
+from node.stats.regions import FALLBACK, RegionRollup
 from node.stats.request import LEVELS, StatsError, StatsRequest, region_prefix
 
-__all__ = ["CellQuery", "build_query", "field_text"]
+__all__ = ["CellQuery", "build_query", "field_text", "region_key"]
 
 Expr = ColumnElement[Any]
 
 
-def field_text(dialect: str, name: str) -> Expr:
+def field_text(dialect: str, name: str, table: Any = records) -> Expr:
     """The text of payload field `name` (NULL when absent) in the given SQL dialect."""
     expr: Expr
     if dialect == "postgresql":
-        expr = cast(records.c.payload, JSON)[name].as_string()
+        expr = cast(table.c.payload, JSON)[name].as_string()
     else:
-        expr = func.json_extract(records.c.payload, f'$."{name}"')
+        expr = func.json_extract(table.c.payload, f'$."{name}"')
     return expr
+
+
+def _partner(dialect: str, n: int, d: Dimension, on: Expr) -> tuple[Any, Expr]:
+    """A `via` dimension: the linked records (type `d.via`, not deleted; any owner held here,
+    one value per natural key) as a derived table, its join condition and the value column."""
+    linked = records.alias(f"via{n}")
+    table = (
+        select(linked.c.key.label("k"), func.min(field_text(dialect, d.field, linked)).label("v"))
+        .where(linked.c.record_type == d.via, linked.c.deleted.is_(False))
+        .group_by(linked.c.key)
+        .subquery(f"linked{n}")
+    )
+    return table, table.c.k == on
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,36 @@ def _period_key(kind: str, f: Expr, grain: str, indicator: str) -> Expr:
     return year + literal("-") + month
 
 
+def region_key(
+    region: Expr, level: str, rollup: RegionRollup, dialect: str, scope: str | None
+) -> Expr:
+    """The group key of the region column at `level` (see `node.stats.regions`)."""
+    digits = LEVELS[level]
+    if digits == 6:
+        return region
+    if digits == 2:
+        return func.substr(region, 1, 2) + literal("0000")
+    within = region_prefix(scope)[:4] if scope else ""
+    munis = sorted(m for m in rollup.municipalities if m.startswith(within[:2]))
+    direct = sorted(d for d in rollup.direct_prefixes if d.startswith(within))
+    if not munis and not direct:
+        return func.substr(region, 1, 4) + literal("00")
+    code: Expr = region
+    if dialect == "sqlite":
+        code = select(region.label("x")).correlate(records).subquery("rk").c.x
+    branches: list[tuple[Expr, Expr]] = []
+    if munis:
+        branches.append((func.substr(code, 1, 2).in_(munis), func.substr(code, 1, 2) + "0000"))
+    if direct:
+        branches.append(
+            (and_(func.substr(code, 3, 4) != "0000", func.substr(code, 1, 4).in_(direct)), code)
+        )
+    expr: Expr = case(*branches, else_=func.substr(code, 1, 4) + literal("00"))
+    if dialect == "sqlite":
+        expr = select(expr).scalar_subquery()
+    return expr
+
+
 def _filter(f: Filter, text: Callable[[str], Expr]) -> Expr:
     col = text(f.field)
     if not f.values:
@@ -107,8 +161,10 @@ def build_query(
     owner: str | None = None,
     *,
     with_sketch: bool = False,
+    regions: RegionRollup = FALLBACK,
 ) -> CellQuery:
-    """The GROUP BY statement of a flow or stock indicator (not a ratio) for `request`."""
+    """The GROUP BY statement of a flow or stock indicator (not a ratio) for `request`;
+    `regions` is the roll-up of the release's region table (`node.stats.regions.rollup_for`)."""
     assert indicator.measure is not None and indicator.region_field is not None
 
     def text(name: str) -> Expr:
@@ -126,10 +182,7 @@ def build_query(
         where.append(region.startswith(region_prefix(request.region), autoescape=True))
     where.extend(_filter(f, text) for f in indicator.filters)
     keys: dict[str, Expr] = {}
-    digits = LEVELS[request.region_level]
-    keys["region"] = (
-        func.substr(region, 1, digits) + literal("0" * (6 - digits)) if digits < 6 else region
-    )
+    keys["region"] = region_key(region, request.region_level, regions, dialect, request.region)
     periods: Sequence[Period] = request.periods
     if indicator.kind == "flow":
         assert indicator.period_field is not None
@@ -172,11 +225,22 @@ def build_query(
             ended.extend(_filter(f, text) for f in indicator.end_when)
             where.append(not_(and_(*ended)))
         keys["period"] = bounds.c.period
-    for d in indicator.dimensions:
-        col = text(d.field)
+    source: Any = records
+    for n, d in enumerate(indicator.dimensions):
+        if d.via is not None and d.on is not None and d.name in request.by:
+            table, on = _partner(dialect, n, d, text(d.on))
+            source = source.outerjoin(table, on)
+            col = table.c.v
+        else:
+            col = text(d.field)
         keys[d.name] = func.substr(col, 1, d.length) if d.length else col
     chosen = [keys[name].label(f"k{i}") for i, name in enumerate(request.by)]
-    group = [keys[name] for name in request.by]
+    # SQLite groups by the output names (each key computed once per row); PostgreSQL by the
+    # expressions themselves.
+    group: list[Expr] = [
+        literal_column(f"k{i}") if dialect == "sqlite" else keys[name]
+        for i, name in enumerate(request.by)
+    ]
     measure = indicator.measure
     scale = 0
     sketch = None
@@ -194,7 +258,8 @@ def build_query(
             value: Expr = func.sum(total)
         else:
             value = func.count()
-        stmt = select(*chosen, func.count().label("n"), value.label("value")).where(*where)
+        stmt = select(*chosen, func.count().label("n"), value.label("value")).select_from(source)
+        stmt = stmt.where(*where)
         stmt = stmt.group_by(*group) if group else stmt
     else:
         assert measure.field is not None
@@ -202,11 +267,12 @@ def build_query(
         if measure.kind == "distinct":
             distinct = func.count(who.distinct())
             stmt = select(*chosen, distinct.label("n"), distinct.label("value"))
-            stmt = stmt.where(*where, who.is_not(None))
+            stmt = stmt.select_from(source).where(*where, who.is_not(None))
             stmt = stmt.group_by(*group) if group else stmt
         else:  # duplicates: identifiers held by more than one owner within the cell
             inner = (
                 select(*chosen, who.label("who"))
+                .select_from(source)
                 .where(*where, who.is_not(None))
                 .group_by(*group, who)
                 .having(func.count(records.c.owner.distinct()) > 1)
@@ -216,5 +282,10 @@ def build_query(
             stmt = select(*outer_keys, func.count().label("n"), func.count().label("value"))
             stmt = stmt.group_by(*outer_keys) if outer_keys else stmt
         if with_sketch:
-            sketch = select(*chosen, who.label("who")).where(*where, who.is_not(None)).distinct()
+            sketch = (
+                select(*chosen, who.label("who"))
+                .select_from(source)
+                .where(*where, who.is_not(None))
+                .distinct()
+            )
     return CellQuery(stmt, request.by, scale, sketch)

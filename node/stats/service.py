@@ -8,9 +8,11 @@ in force at this node, or of the shipped default pack while no release has been 
   ministry that includes the replicated copies of `replicate` record types (modes 1/2).
 * Federated run: each node of the subtree computes its **own** records (`owner` = itself), so
   nothing is counted twice; the answers are combined on the way up (`node.stats.cells`). Nodes
-  whose records are `local` blank cells below the minimum cell size before they leave; the
-  final answer is suppressed the same way. Children that do not answer in time are listed as
-  missing, with their subtrees, and the answer says it is not complete.
+  whose records are `local` blank the cells that disclosure control hides in their own part
+  (primary and secondary, `node.stats.disclosure`) before they leave; the final answer is
+  protected the same way at the querying node, on the combined cells. Children that do not
+  answer in time are listed as missing, with their subtrees, and the answer says it is not
+  complete.
 
 Every federated query is audited where it is issued and at every node it reaches.
 """
@@ -18,14 +20,22 @@ Every federated query is audited where it is issued and at every node it reaches
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 from hierarchy_config.model import ChildConfig
 from hierarchy_config.standards.indicators import Indicator
 from hierarchy_config.standards.model import Release
-from node.stats.cells import Partial, combine, decimal_value, suppress_small, withhold_small
-from node.stats.compute import compute_part_txn, ratio_cells, result_document
+from node.stats.cells import Partial, combine, decimal_value
+from node.stats.compute import (
+    compute_part_txn,
+    compute_with_family_txn,
+    ratio_cells,
+    result_document,
+)
+from node.stats.disclosure import Protected, protect_in_family, withhold
+from node.stats.family import Family, family_of
 from node.stats.federated import (
     MAX_ANSWER_BYTES,
     QUERY_PATH,
@@ -40,6 +50,7 @@ from node.stats.federated import (
     make_query,
 )
 from node.stats.metrics import StatsMetrics
+from node.stats.regions import rollup_for
 from node.stats.replication import policy_release
 from node.stats.request import StatsError, StatsRequest
 from security.audit import AuditKind
@@ -94,7 +105,10 @@ class StatsService:
         out = []
         for ind in release.indicators.values():
             comps = self.components(ind)
-            types = sorted({c.record_type or "" for c in comps})
+            types = sorted(
+                {c.record_type or "" for c in comps}
+                | {d.via for c in comps for d in c.dimensions if d.via}
+            )
             out.append(
                 {
                     "name": ind.name,
@@ -126,24 +140,34 @@ class StatsService:
         for comp in comps:
             self._check_grain(comp, request)
         partials: list[Partial] = []
+        protected: list[Protected] = []
         answered: set[str] = set()
         missing: dict[str, str] = {}
+        min_cell = self.min_cell(indicator)
         with self.metrics.duration.labels("federated" if federated else "local").time():
             for comp in comps:
+                comp_request = dataclasses.replace(request, indicator=comp.name)
+                family = self.family(comp, comp_request)
                 if federated:
-                    answer = await self._federated(comp, request, timeout_s or DEFAULT_TIMEOUT_S)
-                    partials.append(answer.partial)
-                    answered.update(answer.answered)
-                    missing.update((m["node"], m["reason"]) for m in answer.missing)
+                    timeout = timeout_s or DEFAULT_TIMEOUT_S
+                    asks = [self._federated(comp, comp_request, timeout)]
+                    if family.request != comp_request:
+                        asks.append(self._federated(comp, family.request, timeout))
+                    answers = await asyncio.gather(*asks)
+                    part, fam = answers[0].partial, answers[-1].partial
+                    for answer in answers:
+                        answered.update(answer.answered)
+                        missing.update((m["node"], m["reason"]) for m in answer.missing)
                 else:
-                    partials.append(
-                        await self.node.db.read(
-                            compute_part_txn, release, comp, request, None, False
-                        )
+                    part, fam = await self.node.db.read(
+                        compute_with_family_txn, release, comp, comp_request, family, None, False
                     )
                     answered.add(self.node.config.node_id)
-        min_cell = self.min_cell(indicator)
-        cells = [suppress_small(p.cells, min_cell) for p in partials]
+                partials.append(part)
+                protected.append(
+                    protect_in_family(part.cells, comp_request, family, fam.cells, min_cell)
+                )
+        cells = [p.cells for p in protected]
         if indicator.kind == "ratio":
             rows = ratio_cells(
                 cells[0], cells[1], (partials[0].scale, partials[1].scale), indicator.factor
@@ -161,6 +185,14 @@ class StatsService:
             answered=sorted(answered - set(missing)),
             missing=[{"node": n, "reason": r} for n, r in sorted(missing.items())],
             label_indicator=comps[0],
+            unresolved=sum(p.lone for p in protected),
+            scope="answer" if any(p.scope == "answer" for p in protected) else "family",
+        )
+
+    def family(self, comp: Indicator, request: StatsRequest) -> Family:
+        """The disclosure-control family of `request` (`node.stats.family.Family`)."""
+        return family_of(
+            request, comp.dimension_names, comp.kind, self._yearly(comp), rollup_for(self.release())
         )
 
     def _yearly(self, comp: Indicator) -> bool:
@@ -174,16 +206,23 @@ class StatsService:
             raise StatsError("bad_request", f"{comp.name} is reported per year; ask for years")
 
     async def _own_part(self, comp: Indicator, request: StatsRequest, leaves: bool) -> Partial:
-        """This node's own records; blanked below the minimum cell size if they will leave the
-        node and the type is `local` (the querying node keeps its own cells whole)."""
+        """This node's own records. If they will leave the node and the type is `local`, the
+        cells that disclosure control hides in this node's own part (below the minimum cell size,
+        and those that would let one of them be recovered by subtraction from this part's
+        margins) are blanked first; the querying node keeps its own cells whole."""
         assert comp.measure is not None
         sketch = comp.measure.kind in ("distinct", "duplicates")
         me = self.node.config.node_id
-        part = await self.node.db.read(compute_part_txn, self.release(), comp, request, me, sketch)
-        policy = self.release().policy(comp.record_type or "")
-        if leaves and policy.mode == "local":
-            return withhold_small(part, policy.min_cell)
-        return part
+        release = self.release()
+        policy = release.policy(comp.record_type or "")
+        if not (leaves and policy.mode == "local"):
+            return await self.node.db.read(compute_part_txn, release, comp, request, me, sketch)
+        family = self.family(comp, request)
+        part, fam = await self.node.db.read(
+            compute_with_family_txn, release, comp, request, family, me, sketch
+        )
+        shown = protect_in_family(part.cells, request, family, fam.cells, policy.min_cell)
+        return Partial(part.measure, part.scale, withhold(part.cells, shown))
 
     async def _federated(self, comp: Indicator, request: StatsRequest, timeout_s: float) -> Answer:
         """Issue a query as its origin: own part plus the children's, combined."""

@@ -143,14 +143,18 @@ async def test_statistics_cells_suppressed_estimated_and_region_nesting(page: An
             value_text: value === null ? null : String(value), suppressed: false,
             estimated: false, ...extra });
           const hidden = cell('330200', null, { suppressed: true });
-          const cells = [cell('330100', 1200.5), hidden, cell('330300', 7, { estimated: true })];
+          const complement = cell('330400', null, { suppressed: 'secondary' });
+          const cells = [cell('330100', 1200.5), hidden, cell('330300', 7, { estimated: true }),
+                         complement];
           const box = document.createElement('div');
           s.barChart(box, cells, { labels: { region: { '330100': 'Hangzhou' } }, unit: 'yuan' });
           const rows = [...box.querySelectorAll('g.bar-row')].map((g) => [g.dataset.region,
-            g.querySelector('.bar-value').textContent, g.querySelectorAll('rect.bar').length]);
+            g.querySelector('.bar-value').textContent, g.querySelectorAll('rect.bar').length,
+            g.dataset.suppression]);
           const tree = document.createElement('div');
-          s.regionTree(tree, [{ cells: [cell('330000', 5000)], labels: {} },
-                              { cells: [cell('330106', 3), cell('320100', 4)], labels: {} }]);
+          s.regionTree(tree, [{ cells: [cell('330000', 5000), cell('110000', 9)], labels: {} },
+                              { cells: [cell('330106', 3), cell('320100', 4), cell('110000', 9)],
+                                labels: {} }]);
           const nested = [...tree.querySelectorAll('li.region-node')].map((li) =>
             [li.dataset.region, li.parentElement.closest('li') ?
               li.parentElement.closest('li').dataset.region : null]);
@@ -164,12 +168,20 @@ async def test_statistics_cells_suppressed_estimated_and_region_nesting(page: An
         }"""
     )
     assert out["rows"] == [
-        ["330100", "1,200.5 yuan", 1],  # largest first, exact text
-        ["330300", "≈ 7 yuan", 1],  # an estimate is marked
-        ["330200", "suppressed (small cell)", 0],  # no bar: never drawn as zero
+        ["330100", "1,200.5 yuan", 1, ""],  # largest first, exact text
+        ["330300", "≈ 7 yuan", 1, ""],  # an estimate is marked
+        ["330200", "suppressed (small cell)", 0, "true"],  # no bar: never drawn as zero
+        # secondary suppression is told apart from a small cell
+        ["330400", "suppressed (complement)", 0, "secondary"],
     ]
     # a county nests under its province when its prefecture is not in the answer; a region
     # whose province is not in the answer stays at the top
-    assert out["nested"] == [["330000", None], ["330106", "330000"], ["320100", None]]
+    # a municipality is its own prefecture-level unit: listed once
+    assert out["nested"] == [
+        ["110000", None],
+        ["330000", None],
+        ["330106", "330000"],
+        ["320100", None],
+    ]
     assert out["parents"] == ["330100", "330000", None, None]
     assert out["points"] == 2 and out["lines"] == 0  # a gap (2024-02) breaks the line

@@ -2,9 +2,10 @@
 (ministry, two provinces, two cities each) over real HTTP: generated contribution records are
 ingested at the cities (one city with too few for its cell to be shown) and replicate up; the
 ministry's page draws bars by region, a line over periods and the region tree, with the same
-values the statistics API answers, the small cell shown as suppressed; the federated path says
-it is complete, and names the missing node once a city is stopped. Without an operator token
-the panel asks the node for nothing. Every wait is Playwright's polling `expect`."""
+values the statistics API answers, the small cell shown as suppressed (and its complement); the
+federated path says it is complete, and names the missing node once a city is stopped. Without
+an operator token the panel asks the node for nothing. Every wait is Playwright's polling
+`expect`."""
 
 from __future__ import annotations
 
@@ -77,8 +78,13 @@ async def test_statistics_panel_draws_what_the_api_answers(
     periods = await _api(ministry, token, "period")
     expected = {c["region"]: c["value_text"] for c in regions["cells"]}
     assert set(expected) == set(cities)
-    assert [c["region"] for c in regions["cells"] if c["suppressed"]] == [small]
-    assert all(v for c, v in expected.items() if c != small)
+    hidden = {c["region"]: c["suppressed"] for c in regions["cells"] if c["suppressed"]}
+    # the small city, and its complement (the other city of its province: otherwise the
+    # province's total minus that city would give the small city away)
+    assert hidden[small] == "primary"
+    assert sorted(hidden.values()) == ["primary", "secondary"]
+    (complement,) = (c for c, s in hidden.items() if s == "secondary")
+    assert all(v for c, v in expected.items() if c not in hidden)
     assert len(periods["cells"]) > 1
 
     errors: list[str] = []
@@ -107,9 +113,13 @@ async def test_statistics_panel_draws_what_the_api_answers(
     for city, value in expected.items():
         row = page.locator(f'#stats-bars g.bar-row[data-region="{city}"]')
         await expect(row).to_have_attribute("data-value", value or "")
-        await expect(row).to_have_attribute("data-suppressed", str(city == small).lower())
+        await expect(row).to_have_attribute("data-suppressed", str(city in hidden).lower())
+        await expect(row).to_have_attribute("data-suppression", hidden.get(city, ""))
         if city == small:  # shown as suppressed, never as a zero-length bar
             await expect(row.locator(".bar-value")).to_have_text("suppressed (small cell)")
+            await expect(row.locator("rect.bar")).to_have_count(0)
+        if city == complement:  # told apart from a small cell
+            await expect(row.locator(".bar-value")).to_have_text("suppressed (complement)")
             await expect(row.locator("rect.bar")).to_have_count(0)
         if city in names:
             await expect(row.locator("text").first).to_contain_text(names[city])
@@ -133,6 +143,8 @@ async def test_statistics_panel_draws_what_the_api_answers(
         item = page.locator(f'#stats-tree li[data-region="{cell["region"]}"]')
         await expect(item).to_have_attribute("data-value", cell["value_text"] or "")
     await expect(page.locator("#stats-status")).to_have_attribute("data-complete", "true")
+    # the status line is the legend of hidden cells, small ones and complements alike
+    await expect(page.locator("#stats-status")).to_contain_text("suppressed (complement)")
 
     # Federated: every node answers its own part; the sums are the same and complete.
     await page.check("#stats-federated")

@@ -102,6 +102,21 @@ async def test_replicated_and_federated_agree(
         assert sorted(fed["answered"]) == sorted(net.nodes)
         assert not fed["estimated"]  # sums are exact across nodes
 
+        # Disclosure control is the same on both paths: the same cells hidden, for the same
+        # reason, small ones and their complements (a fine grouping has plenty of small cells).
+        fine = StatsRequest.parse(
+            "contributions_collected", "region,period,insurance_type", "2024-01..2024-12", None,
+            "county",
+        )  # fmt: skip
+        local_fine, fed_fine = (
+            await ministry.stats.run(fine),
+            await ministry.stats.run(fine, federated=True),
+        )
+        hidden = [(c["region"], c["period"], c["suppressed"]) for c in local_fine["cells"]]
+        assert hidden == [(c["region"], c["period"], c["suppressed"]) for c in fed_fine["cells"]]
+        assert {"primary", "secondary"} <= {h[2] for h in hidden}
+        assert local_fine["disclosure"]["unresolved"] == 0
+
         dups = StatsRequest.parse("duplicate_enrolment", "insurance_type", "2024-12", None, None)
         exact = await ministry.stats.run(dups)
         assert values(exact) == {("110",): str(PLANTED)}
