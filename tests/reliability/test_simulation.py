@@ -3,7 +3,7 @@ anti-entropy, lost requests and answers, duplicates, late (reordered) requests, 
 crash/restarts, on one fake clock with an in-memory transport; then heal, quiesce, and judge with
 every checker.
 
-The default run plays 320 schedules (seeds 1..320) in batches of 20, one test per batch; a batch
+The default run plays 300 schedules (seeds 1..300) in batches of 20, one test per batch; a batch
 plays all its seeds and fails naming every failing seed. Each schedule prints its seed and what
 it did; LSNET_SIM_SEED=<seed> replays one schedule exactly, LSNET_SIM_SEEDS=<n> plays seeds
 1..n instead (e.g. 3000 for a long night)."""
@@ -34,7 +34,7 @@ STEPS = 60
 BATCH = 20
 _replay = os.environ.get("LSNET_SIM_SEED")
 SEEDS = (
-    [int(_replay)] if _replay else list(range(1, 1 + int(os.environ.get("LSNET_SIM_SEEDS", "320"))))
+    [int(_replay)] if _replay else list(range(1, 1 + int(os.environ.get("LSNET_SIM_SEEDS", "300"))))
 )
 BATCHES = [SEEDS[i : i + BATCH] for i in range(0, len(SEEDS), BATCH)]
 
