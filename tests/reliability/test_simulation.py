@@ -28,7 +28,14 @@ from node.schema import apply_log
 from tests.support.final import check_nodes
 from tests.support.history import History
 from tests.support.network import make_network
-from tests.support.sim import Faults, SimNet, SimTemplate, Workload, copy_databases
+from tests.support.sim import (
+    Faults,
+    SimNet,
+    SimTemplate,
+    Workload,
+    copy_databases,
+    fewer_gc_passes,
+)
 
 STEPS = 60
 BATCH = 20
@@ -140,7 +147,8 @@ async def run_batch(
 
 @pytest.mark.parametrize("seeds", BATCHES, ids=lambda b: f"seeds-{b[0]}-{b[-1]}")
 async def test_seeded_schedules(seeds: list[int], template: SimTemplate, tmp_path: Path) -> None:
-    failures = await run_batch(seeds, template, tmp_path)
+    with fewer_gc_passes():
+        failures = await run_batch(seeds, template, tmp_path)
     assert not failures, f"{len(failures)} of {len(seeds)} seeds failed:\n" + "\n\n".join(failures)
 
 
