@@ -274,9 +274,10 @@ def copy_databases(template: SimTemplate, into: Path) -> dict[str, NodeConfig]:
 
 # Fresh records per city and schedule: one of VARIANTS generated sets of POOL records, each made
 # once per process (generating them took about 5% of a schedule's time). A city writes about 20
-# fresh records in 60 steps; a set of 60 starts 1 employer, 6 persons, 14 enrollments, then
-# contributions, so a schedule writes every record type (the first 60 of the set of 400 used
-# before held no contribution). A city that uses up its set only updates from then on.
+# fresh records in 60 steps; a set of 60 is 1 employer, 6 persons, 14 enrollments, then
+# contributions, so a busy city writes every record type (in the set of 400 used before,
+# contributions began at the 141st record: none was ever written). A city that uses up its set
+# only updates from then on.
 POOL = 60
 VARIANTS = 16
 
