@@ -276,8 +276,8 @@ def copy_databases(template: SimTemplate, into: Path) -> dict[str, NodeConfig]:
 # once per process (generating them took about 5% of a schedule's time). A city writes about 20
 # fresh records in 60 steps; a set of 60 is 1 employer, 6 persons, 14 enrollments, then
 # contributions, so a busy city writes every record type (in the set of 400 used before,
-# contributions began at the 141st record: none was ever written). A city that uses up its set
-# only updates from then on.
+# contributions began at the 141st record, which a city practically never reached). A city that
+# uses up its set only updates from then on.
 POOL = 60
 VARIANTS = 16
 
