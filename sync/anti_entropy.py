@@ -363,6 +363,7 @@ class AntiEntropyServer:
         try:
             body = await self.gate.read(request)
             msg = self.gate.open(body, PURPOSE_AE_SUMMARY, RangeSummaries.from_bytes, request)
+            self.gate.throttle(msg.sender)
             for r in msg.ranges:
                 self._authorise(msg.sender, r.origin)
         except ReceiveError as exc:
@@ -380,6 +381,7 @@ class AntiEntropyServer:
         try:
             body = await self.gate.read(request)
             push = self.gate.open(body, PURPOSE_AE_REPAIR, parse, request)
+            self.gate.throttle(push.sender)
             verified: list[VerifiedBatch] = []
             for index, signed in enumerate(push.batches):
                 try:

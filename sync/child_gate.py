@@ -3,7 +3,10 @@ and repairs, restore-from-parent): read the body within the size limit, then —
 anything else happens — the message shape, the sender is an enrolled direct child, the message
 is for this node, the child's signature under the route's purpose, the send time within the
 allowed clock skew, and a fresh nonce. A refusal answers 4xx with a stable code, is counted and
-goes to the audit log; nothing is written.
+goes to the audit log; nothing is written. `throttle` keeps each child within its request rate
+on the gate's routes (`limits.peer_requests_per_s`, `limits.peer_burst`, as the push): beyond
+it the answer is 429 `rate_limited` with Retry-After, counted but not audited (it is load, not
+an attack), and the handler does no work.
 
 It does not decide what the message asks for (`sync.receiver`, `sync.anti_entropy` and
 `sync.restore` do) and does not talk to the database.
@@ -21,10 +24,10 @@ from hierarchy_config.model import NodeConfig
 from node.clock import Clock
 from security.audit import AuditKind
 from security.keyring import KeyRing, trusted_keys
-from security.ratelimit import NonceCache
+from security.ratelimit import NonceCache, RateLimiter
 from security.signing import SignatureInvalid, verify_any
 from sync.metrics import SyncMetrics
-from sync.receiver import ReceiveError, error_response
+from sync.receiver import ReceiveError, error_response, limited_response
 from sync.wire import Code, Sealed, WireError
 
 if TYPE_CHECKING:
@@ -61,6 +64,7 @@ class ChildGate:
         self.events = events
         self.children = {c.id: c for c in config.children}
         self.nonces = NonceCache(window_s=2 * config.sync.max_clock_skew_s)
+        self.per_peer = RateLimiter(config.limits.peer_requests_per_s, config.limits.peer_burst)
         self.keyring: KeyRing | None = None  # the node's key ring (rotations, revocations)
         self._signer: dict[int, str] = {}
 
@@ -141,9 +145,18 @@ class ChildGate:
             )
         return msg
 
+    def throttle(self, sender: str) -> None:
+        """Raise `rate_limited` if `sender` (authenticated by `open`) exceeds its request rate."""
+        if not self.per_peer.allow(sender, self.clock.monotonic()):
+            raise ReceiveError(
+                Code.RATE_LIMITED, f"node {sender} exceeds its request rate", claimed=sender
+            )
+
     async def refuse(self, request: web.Request, exc: ReceiveError, what: str) -> web.Response:
         address = request.remote or "?"
         self.metrics.rejected.labels(exc.code.value).inc()
+        if exc.code is Code.RATE_LIMITED:
+            return limited_response(self.per_peer.retry_after(exc.claimed), exc.message)
         events = self.events()
         if events is not None:
             detail: dict[str, str | int | bool] = {"address": address[:64], "route": what}

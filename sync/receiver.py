@@ -84,7 +84,8 @@ def error_response(code: Code, message: str, batch: int | None = None) -> web.Re
     return web.Response(status=status, body=packb({"error": err}), content_type=CONTENT_TYPE)
 
 
-def _limited(retry_after_s: float, message: str) -> web.Response:
+def limited_response(retry_after_s: float, message: str) -> web.Response:
+    """429 rate_limited with a Retry-After header (whole seconds, at least 1)."""
     resp = error_response(Code.RATE_LIMITED, message)
     resp.headers["Retry-After"] = str(max(1, int(retry_after_s + 0.999)))
     return resp
@@ -139,7 +140,9 @@ class PushReceiver:
         if self.per_address.retry_after(address) > 0 and not self.per_address.allow(address, now):
             # This address keeps sending refused requests: answer without reading them.
             self.metrics.rejected.labels(Code.RATE_LIMITED.value).inc()
-            return _limited(self.per_address.retry_after(address), "too many refused requests")
+            return limited_response(
+                self.per_address.retry_after(address), "too many refused requests"
+            )
         sender = ""
         try:
             # The same door as the other child routes: size, sender, destination, envelope
@@ -155,7 +158,7 @@ class PushReceiver:
         except ReceiveError as exc:
             if exc.code is Code.RATE_LIMITED:
                 self.metrics.rejected.labels(exc.code.value).inc()
-                return _limited(self.per_peer.retry_after(sender), exc.message)
+                return limited_response(self.per_peer.retry_after(sender), exc.message)
             self.per_address.allow(address, now)  # count the refusal against the address
             self.metrics.rejected.labels(exc.code.value).inc()
             if self.events is not None:

@@ -11,6 +11,8 @@ each page is written in one transaction — records, change log, the batch store
 the parent holds them) and the sequence counters and chain head — keeping the epoch, so the
 node resumes at the next seq without re-sending or losing anything the parent held. Changes the
 parent never received are gone; the result says up to which seq the node was restored.
+The parent limits each child's request rate (`ChildGate.throttle`); a page answered 429 is asked
+for again after `RATE_LIMITED_WAIT_S`, up to `RATE_LIMITED_WAITS` times in a row.
 End-to-end probes (`network_mgmt.probe`) come back into the change log (they hold seqs) but never
 into `records`.
 
@@ -44,6 +46,7 @@ from sync.ae_wire import (
     RestoreRequest,
 )
 from sync.child_gate import ChildGate
+from sync.errors import PeerRejected
 from sync.metrics import SyncMetrics
 from sync.receiver import ReceiveError
 from sync.store import _store_batch, log_apply
@@ -66,6 +69,9 @@ if TYPE_CHECKING:
     from node.security_events import SecurityEvents
 
 log = logging.getLogger("lsnet.sync")
+
+RATE_LIMITED_WAIT_S = 1.0
+RATE_LIMITED_WAITS = 30
 
 
 class RestoreError(Exception):
@@ -131,6 +137,7 @@ class RestoreServer:
         try:
             body = await self.gate.read(request)
             req = self.gate.open(body, PURPOSE_RESTORE, RestoreRequest.from_bytes, request)
+            self.gate.throttle(req.sender)
         except ReceiveError as exc:
             return await self.gate.refuse(request, exc, "restore")
         limits = self.config.limits
@@ -303,15 +310,25 @@ async def restore_from_parent(
     pages = 0
     count = 0
     held = 0
+    waits = 0
     while True:
         nonce = os.urandom(16)
         req = RestoreRequest(config.node_id, parent.id, clock.time_ms(), nonce, epoch, after)
         envelope = req.to_bytes()
-        answer = await transport.post(
-            parent.id,
-            parent.url + RESTORE_PATH,
-            Sealed(envelope, sign(key, PURPOSE_RESTORE, envelope)).to_bytes(),
-        )
+        try:
+            answer = await transport.post(
+                parent.id,
+                parent.url + RESTORE_PATH,
+                Sealed(envelope, sign(key, PURPOSE_RESTORE, envelope)).to_bytes(),
+            )
+        except PeerRejected as exc:
+            # The parent limits each child's request rate: wait and ask for the same page again.
+            if exc.status != 429 or waits >= RATE_LIMITED_WAITS:
+                raise
+            waits += 1
+            await clock.sleep(RATE_LIMITED_WAIT_S)
+            continue
+        waits = 0
         try:
             sealed = Sealed.from_bytes(answer)
             verify(parent.verify_key, PURPOSE_RESTORE_PAGE, sealed.envelope, sealed.signature)

@@ -65,10 +65,11 @@ class History:
         return History([dataclasses.replace(op) for op in self.ops])
 
     def invoke(self, process: str, origin: str, objs: Iterable[Mapping[str, Any]]) -> Op:
-        written = []
-        for obj in objs:
-            rec = validate_record(dict(obj))
-            written.append(Written(origin, rec.record_type, rec.key, digest_of(rec)))
+        return self.invoke_valid(process, origin, [validate_record(dict(o)) for o in objs])
+
+    def invoke_valid(self, process: str, origin: str, recs: Iterable[ValidRecord]) -> Op:
+        """`invoke` for records the driver has validated already (it writes these objects)."""
+        written = [Written(origin, r.record_type, r.key, digest_of(r)) for r in recs]
         with self._lock:
             op = Op(len(self.ops), process, origin, tuple(written), invoked_s=time.monotonic())
             self.ops.append(op)
