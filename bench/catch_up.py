@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,7 @@ from node.db import sqlite_path
 from node.records import validate_record
 
 SUFFIXES = ("", "-wal", "-shm")
-
-
-def _db_path(tree: hops.Tree, level: str) -> Path:
-    path = sqlite_path(tree.urls[level])
-    if path is None:
-        raise BenchError("catch-up runs on SQLite files only")
-    return path
+LEVELS = ("ministry", "province", "city")
 
 
 def save_db(src: Path, dst: Path) -> None:
@@ -55,61 +50,117 @@ def save_db(src: Path, dst: Path) -> None:
             d.unlink()
 
 
-async def grow_backlog(
-    tree: hops.Tree, extra: int, seed: int, chunk: int = hops.INGEST_CHUNK
-) -> int:
+async def grow_backlog(tree: hops.Tree, extra: int, seed: int) -> int:
     """Ingest `extra` more generated records into the city's change log; return its last seq."""
     city = Node.open(load_config(tree.configs["city"]))
     try:
         recs = [validate_record(o) for o in generate_records(tree.ids["city"], extra, seed=seed)]
-        for i in range(0, len(recs), chunk):
-            await city.store.ingest(recs[i : i + chunk], city.clock.time_ms())
+        for i in range(0, len(recs), hops.INGEST_CHUNK):
+            await city.store.ingest(recs[i : i + hops.INGEST_CHUNK], city.clock.time_ms())
         return (await city.store.meta()).last_seq
     finally:
         await city.stop()
 
 
-def run(sizes: tuple[int, ...], timeout_s: float, work: Path) -> list[dict[str, Any]]:
-    """One measurement per backlog size (ascending); see the module docstring."""
-    sizes = tuple(sorted(sizes))
+@dataclass
+class Prepared:
+    """A ministry → province → city tree on SQLite whose city holds an unsent backlog, with
+    saved copies: the city's backlog and the empty, initialised ministry and province. Every
+    run starts from `reset()`; `grow_to(n)` ingests only the records beyond the saved backlog."""
+
+    tree: hops.Tree
+    work: Path
+    epoch: str
+    last_seq: int
+    ingest_s: float
+    grown: int = 0
+
+    def _saved(self, level: str) -> Path:
+        return self.work / f"saved-{level}.db"
+
+    def _path(self, level: str) -> Path:
+        path = sqlite_path(self.tree.urls[level])
+        if path is None:
+            raise BenchError("a prepared tree is on SQLite files only")
+        return path
+
+    def save(self) -> None:
+        for level in LEVELS:
+            save_db(self._path(level), self._saved(level))
+
+    def reset(self) -> None:
+        """Every database back to its saved state: the city's backlog unsent, parents empty."""
+        for level in LEVELS:
+            save_db(self._saved(level), self._path(level))
+
+    def grow_to(self, n: int) -> None:
+        if n < self.last_seq:
+            raise BenchError(f"the prepared backlog holds {self.last_seq} changes, more than {n}")
+        if n == self.last_seq:
+            return
+        self.reset()
+        self.grown += 1
+        t0 = time.perf_counter()
+        last = asyncio.run(grow_backlog(self.tree, n - self.last_seq, seed=1 + self.grown))
+        self.ingest_s += time.perf_counter() - t0
+        if last != n:
+            raise BenchError(f"city change log holds {last} entries, expected {n}")
+        self.last_seq = n
+        save_db(self._path("city"), self._saved("city"))
+
+
+def prepare(work: Path, n: int) -> Prepared:
+    """Lay out the tree in `work`, initialise it, fill the city's log with n records, save."""
     tree = hops.lay_out_tree(work)
     t0 = time.perf_counter()
-    prep = asyncio.run(hops.prepare_tree(tree, sizes[0]))
-    ingest_s = time.perf_counter() - t0
-    city_db, prov_db = _db_path(tree, "city"), _db_path(tree, "province")
-    pristine_province = work / "province-pristine.db"
-    backlog = work / "city-backlog.db"
-    save_db(prov_db, pristine_province)
+    prep = asyncio.run(hops.prepare_tree(tree, n))
+    prepared = Prepared(tree, work, prep["epoch"], prep["last_seq"], time.perf_counter() - t0)
+    prepared.save()
+    return prepared
+
+
+def measure(
+    prepared: Prepared, levels: list[str], target: str, timeout_s: float, ceiling_repeats: int = 3
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One timed run from the saved state: (run, ceiling at the target's database); checks the
+    target then holds exactly the city's records."""
+    prepared.reset()
+    tree = prepared.tree
+    rows = hops.city_rows(tree)
+    ceil = hops.ceiling(rows, tree.urls[target], prepared.work, repeats=ceiling_repeats)
+    del rows
+    for leftover in prepared.work.glob("ceiling-*.db"):
+        leftover.unlink()
+    run = hops.timed_hops(tree, levels, target, prepared.epoch, prepared.last_seq, timeout_s)
+    own = hops.content_digest(tree.urls["city"], tree.ids["city"])
+    held = hops.content_digest(tree.urls[target], tree.ids["city"])
+    if own != held:
+        raise BenchError(f"{target} holds {held[0]} records of the city, the city {own[0]}")
+    run["records"] = own[0]
+    return run, ceil
+
+
+def run(
+    sizes: tuple[int, ...], timeout_s: float, work: Path, prepared: Prepared | None = None
+) -> list[dict[str, Any]]:
+    """One catch-up per backlog size (ascending) on one prepared tree; see the module docstring."""
+    sizes = tuple(sorted(sizes))
+    if prepared is None:
+        prepared = prepare(work, sizes[0])
     out = []
-    last_seq = prep["last_seq"]
-    for i, n in enumerate(sizes):
-        if n > last_seq:
-            save_db(backlog, city_db)
-            t0 = time.perf_counter()
-            last_seq = asyncio.run(grow_backlog(tree, n - last_seq, seed=1 + i))
-            ingest_s += time.perf_counter() - t0
-            if last_seq != n:
-                raise BenchError(f"city change log holds {last_seq} entries, expected {n}")
-        save_db(city_db, backlog)  # the run below cuts and acknowledges batches
-        save_db(pristine_province, prov_db)
-        rows = hops.city_rows(tree)
-        ceil = hops.ceiling(rows, tree.urls["province"], work, repeats=2)
-        del rows
-        timed = hops.timed_hops(tree, ["province", "city"], "province", prep["epoch"], n, timeout_s)
-        own = hops.content_digest(tree.urls["city"], tree.ids["city"])
-        held = hops.content_digest(tree.urls["province"], tree.ids["city"])
-        if own != held:
-            raise BenchError(f"province holds {held[0]} records of the city, the city {own[0]}")
+    for n in sizes:
+        prepared.grow_to(n)
+        timed, ceil = measure(prepared, ["province", "city"], "province", timeout_s, 2)
         out.append(
             {
                 "backlog": n,
-                "records": own[0],
+                "records": timed["records"],
                 "seconds": timed["seconds"],
                 "records_per_s": timed["records_per_s"],
                 "peak_rss_mib": timed["peak_rss_mib"],
                 "cpu_s": timed["cpu_s"],
                 "ceiling": ceil,
-                "ingest_s_so_far": ingest_s,
+                "ingest_s_so_far": prepared.ingest_s,
             }
         )
     return out
