@@ -6,6 +6,7 @@ log is measured with both processes' peak RSS (VmHWM). The sizes share one laid-
 city's log is filled to the smallest size, saved, measured; then the saved log is restored and
 filled up to the next size, and the province gets its pristine (initialised, empty) database
 back before every run. So the set-up costs one ingest of the largest backlog, not one per size.
+`python -m bench` uses the same `Prepared` tree for its SQLite one-hop and two-hop runs too.
 
 The baseline of each size is the driver-only bulk upsert of the same rows into the province's
 database (`bench.hops.ceiling`). Run alone: `python -m bench.catch_up --sizes 20000,200000`.
