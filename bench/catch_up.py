@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from hierarchy_config.loader import load_config
 from node.app import Node
 from node.datagen import generate_records
 from node.db import sqlite_path
+from node.demo import free_port_range
 from node.records import validate_record
 
 SUFFIXES = ("", "-wal", "-shm")
@@ -94,6 +96,21 @@ class Prepared:
         for level in LEVELS:
             save_db(self._saved(level), self._path(level))
 
+    def fresh_ports(self) -> None:
+        """Move the three nodes to ports that are free now. The tree lives for minutes (ingest,
+        several runs) on a shared machine: the ports picked at layout time may have been taken
+        by another program since (seen: a health check answered by a stranger)."""
+        old = {level: int(url.rsplit(":", 1)[1]) for level, url in self.tree.urls_http.items()}
+        base = free_port_range(len(old))
+        new = {level: base + i for i, level in enumerate(old)}
+        swap = {f"127.0.0.1:{old[lv]}": f"127.0.0.1:{new[lv]}" for lv in old}
+        pattern = re.compile("|".join(re.escape(k) for k in swap))
+        for config in self.tree.configs.values():
+            text = config.read_text(encoding="utf-8")
+            config.write_text(pattern.sub(lambda m: swap[m.group(0)], text), encoding="utf-8")
+        for level in old:
+            self.tree.urls_http[level] = f"http://127.0.0.1:{new[level]}"
+
     def grow_to(self, n: int) -> None:
         if n < self.last_seq:
             raise BenchError(f"the prepared backlog holds {self.last_seq} changes, more than {n}")
@@ -126,6 +143,7 @@ def measure(
     """One timed run from the saved state: (run, ceiling at the target's database); checks the
     target then holds exactly the city's records."""
     prepared.reset()
+    prepared.fresh_ports()
     tree = prepared.tree
     rows = hops.city_rows(tree)
     ceil = hops.ceiling(rows, tree.urls[target], prepared.work, repeats=ceiling_repeats)

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.process
 
 def test_two_backlog_sizes_on_one_prepared_tree(tmp_path: Path) -> None:
     prepared = catch_up.prepare(tmp_path, 300)
+    ports_at_layout = dict(prepared.tree.urls_http)
     results = catch_up.run((900, 300), 120.0, tmp_path, prepared)
     assert [r["backlog"] for r in results] == [300, 900]  # ascending, whatever the order given
     assert prepared.last_seq == 900 and prepared.grown == 1  # grown once, by 600 records
@@ -23,6 +24,10 @@ def test_two_backlog_sizes_on_one_prepared_tree(tmp_path: Path) -> None:
         assert r["seconds"] > 0 and r["ceiling"]["rows"] == r["records"]
         assert set(r["peak_rss_mib"]) == {"province", "city"}
         assert all(v > 0 for v in r["peak_rss_mib"].values())
+    # Each run moved the nodes to ports free at that moment (configurations and URLs agree).
+    assert prepared.tree.urls_http != ports_at_layout
+    city_cfg = prepared.tree.configs["city"].read_text(encoding="utf-8")
+    assert prepared.tree.urls_http["province"] in city_cfg  # the city's parent URL
     # The run changed the databases; reset() brings back the unsent backlog and empty parents.
     tree = prepared.tree
     assert hops.content_digest(tree.urls["province"], tree.ids["city"])[0] == results[1]["records"]
