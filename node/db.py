@@ -39,7 +39,15 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _make_engine(url: str, *, immediate: bool, cache_pages: int = 20_000) -> Engine:
+# SQLite page cache per connection, in KiB. It was 80 MiB: a node's peak RSS then grew with its
+# database until every connection's cache was full (catch-up of a 100k backlog: 254 MiB at the
+# province, of 1M: 402 MiB). With 8 MiB the cache is full within the first few thousand
+# records, so memory stays flat as the data grows; pages beyond it come from the OS page cache
+# (docs/benchmarks.md, "Catch-up memory").
+SQLITE_CACHE_KIB = 8 * 1024
+
+
+def _make_engine(url: str, *, immediate: bool, cache_kib: int = SQLITE_CACHE_KIB) -> Engine:
     if is_sqlite(url):
         engine = create_engine(url, poolclass=NullPool if ":memory:" in url else None)
 
@@ -51,7 +59,7 @@ def _make_engine(url: str, *, immediate: bool, cache_pages: int = 20_000) -> Eng
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute(f"PRAGMA cache_size=-{cache_pages * 4}")
+            cur.execute(f"PRAGMA cache_size=-{cache_kib}")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -10,9 +10,10 @@ municipalities, their district group), cities spread round-robin so every provin
 
 What it does to scale to hundreds of nodes in one process (measured, see docs/benchmarks.md):
 raises the soft open-files limit to the hard one (each node holds SQLite files, a listening
-socket and client connections), gives each node a smaller SQLite page cache, and starts the
-nodes in bounded concurrent groups. What it does not do: no faults, no attacks (the scenario
-tests cover those), and nothing leaves 127.0.0.1.
+socket and client connections), stretches the nodes' periodic timers so that all of them
+together do about as much as 20 nodes at the default pace (`pace_for_one_process`), and starts
+the nodes and rolls out standards in bounded concurrent groups. What it does not do: no faults,
+no attacks (the scenario tests cover those), and nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import sqlite3
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from hierarchy_config import regions
 from hierarchy_config.loader import load_config
@@ -47,6 +51,16 @@ INGEST_CHUNK = 1000
 START_GROUP = 32  # nodes opened/started concurrently
 DEFAULT_EXECUTOR_THREADS = 64
 POLL_S = 0.25
+# Periodic work (polls, heartbeats, probes, retries) is paced for one node per machine. A process
+# running n nodes on about one core does as much of it in total as NODES_AT_DEFAULT_PACE nodes
+# at the default intervals: each interval is stretched by n / NODES_AT_DEFAULT_PACE.
+NODES_AT_DEFAULT_PACE = 20
+PACED_INTERVALS: dict[str, dict[str, float]] = {  # section -> setting -> default seconds
+    "standards": {"poll_interval_s": 5.0},
+    "network": {"heartbeat_interval_s": 10.0, "e2e_probe_interval_s": 30.0},
+    "sync": {"retry_interval_s": 2.0, "key_sync_interval_s": 30.0},
+}
+MAX_INTERVAL_S = 3600.0
 
 
 class SimulationError(Exception):
@@ -165,6 +179,29 @@ class PortHold:
             self.release(port)
 
 
+def pace_for_one_process(layout: NetworkLayout) -> float:
+    """Stretch every node's periodic intervals for a process that runs the whole layout; returns
+    the factor (1.0 up to NODES_AT_DEFAULT_PACE nodes).
+
+    At 362 nodes the defaults meant ~70 standards polls (each a TUF refresh of several HTTP
+    fetches), ~70 rollout reports, ~36 heartbeats and ~180 retry pokes per second on one event
+    loop: the loop fell behind, connections to it timed out, failed pushes retried, and the
+    standards rollout never finished. Data and standards changes still travel at once (pushes
+    follow writes after the debounce; children long-poll their parent's standards hint); only
+    the safety-net timers slow down."""
+    factor = max(1.0, len(layout.nodes) / NODES_AT_DEFAULT_PACE)
+    if factor == 1.0:
+        return factor
+    for entry in layout.nodes:
+        doc = tomllib.loads(entry.config_path.read_text(encoding="utf-8"))
+        for section, settings in PACED_INTERVALS.items():
+            table = doc.setdefault(section, {})
+            for name, default in settings.items():
+                table[name] = min(MAX_INTERVAL_S, float(table.get(name, default)) * factor)
+        entry.config_path.write_bytes(tomli_w.dumps(doc).encode("utf-8"))
+    return factor
+
+
 async def start_national(layout: NetworkLayout, ports: PortHold | None = None) -> dict[str, Node]:
     nodes: dict[str, Node] = {}
     for entry in layout.nodes:
@@ -264,6 +301,7 @@ async def run_simulation(opts: SimOptions, progress: Any = None) -> dict[str, An
     nodes: dict[str, Node] = {}
     try:
         layout = init_network(root, base_port=ports.base, tree=tree, standards=opts.standards)
+        pace = pace_for_one_process(layout)
         say(f"{count} nodes laid out in {time.monotonic() - t0:.1f}s; starting them ...")
         t1 = time.monotonic()
         nodes = await start_national(layout, ports)
@@ -343,6 +381,7 @@ async def run_simulation(opts: SimOptions, progress: Any = None) -> dict[str, An
             "open_files_limit": {"before": fds_before, "after": fds_after},
             "threads": threads,
             "cpus": os.cpu_count(),
+            "intervals_stretched_by": round(pace, 2),
         }
     finally:
         ports.close()

@@ -88,6 +88,8 @@ class StandardsChannel:
         self.repository = settings.repository
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: set[asyncio.Future[None]] = set()
+        self._refreshing = asyncio.Lock()
+        self._queued: asyncio.Future[bool] | None = None  # a refresh waiting to start
         self._session: aiohttp.ClientSession | None = None
         # The node's request-signing middleware (RFC 9421), set by the composition root.
         self.client_middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = ()
@@ -118,7 +120,41 @@ class StandardsChannel:
 
     # -- refresh ---------------------------------------------------------------------------------
     async def refresh(self) -> bool:
-        """Fetch, verify and put in force the newest release. True if the version changed."""
+        """Fetch, verify and put in force the newest release. True if the version changed.
+
+        Calls that arrive while a refresh runs wait for one more refresh that starts after it
+        (it sees whatever prompted them) and share its answer; they wait on the event loop, not
+        on a worker thread. Without this every caller (start-up, the long-poll hint, the poll
+        job, a rollout) took a thread of the loop's default executor only to wait on the
+        client's lock: with hundreds of nodes in one process, half the threads did nothing
+        while the fetches they waited for queued behind them."""
+        while (waiting := self._queued) is not None:
+            try:
+                return await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                if not waiting.cancelled():
+                    raise  # this caller was cancelled
+                # the caller that owned the queued refresh was cancelled: queue one again
+        queued: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queued = queued
+        try:
+            async with self._refreshing:
+                if self._queued is queued:
+                    self._queued = None
+                changed = await self._refresh_once()
+        except BaseException as exc:
+            if self._queued is queued:
+                self._queued = None
+            if isinstance(exc, asyncio.CancelledError):
+                queued.cancel()
+            else:
+                queued.set_exception(exc)
+                queued.exception()  # retrieved: no warning when nobody else was waiting
+            raise
+        queued.set_result(changed)
+        return changed
+
+    async def _refresh_once(self) -> bool:
         self._loop = asyncio.get_running_loop()
         try:
             # The worker thread cannot be cancelled: keep it, so close() waits for it and a

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hierarchy_config.loader import load_config
+from hierarchy_config.network_init import init_network
 from node.cli import main
-from node.simulate import SimOptions, SimulationError, national_tree, run_simulation
+from node.simulate import (
+    SimOptions,
+    SimulationError,
+    national_tree,
+    pace_for_one_process,
+    run_simulation,
+)
 
 
 def test_national_tree_spreads_cities_over_provinces() -> None:
@@ -39,6 +47,8 @@ async def test_small_simulation_converges_and_reports(tmp_path: Path) -> None:
     )
     assert report["converged"], report["problems"]
     assert report["nodes"] == 10
+    # Standards on: every node runs the ministry's signed release, not the built-in schemas.
+    assert report["standards_release"] not in ("", "built-in")
     assert report["records_total"] == 6 * 60
     assert report["records_per_s_at_ministry"] > 0
     assert (
@@ -75,3 +85,20 @@ def test_simulate_command_explains_a_bad_shape() -> None:
     result = CliRunner().invoke(main, ["simulate", "--provinces", "5", "--cities", "2"])
     assert result.exit_code == 2
     assert "cities must be between 5" in result.output
+
+
+def test_pace_stretches_periodic_work_for_many_nodes_in_one_process(tmp_path: Path) -> None:
+    small = init_network(tmp_path / "small", provinces=2, cities_per_province=2, base_port=19100)
+    assert pace_for_one_process(small) == 1.0  # 7 nodes: the defaults stay
+    assert load_config(small.cities()[0].config_path).standards.poll_interval_s == 5.0
+    big = init_network(tmp_path / "big", provinces=3, cities_per_province=13, base_port=19200)
+    factor = pace_for_one_process(big)
+    assert factor == len(big.nodes) / 20 == 2.15
+    for entry in big.nodes:
+        cfg = load_config(entry.config_path)  # still a valid configuration
+        assert cfg.standards.poll_interval_s == 5.0 * factor
+        assert cfg.network.heartbeat_interval_s == 10.0 * factor
+        assert cfg.network.e2e_probe_interval_s == 30.0 * factor
+        assert cfg.sync.retry_interval_s == 2.0 * factor
+        assert cfg.sync.key_sync_interval_s == 30.0 * factor
+        assert cfg.sync.debounce_ms == 50  # pushes still follow writes at once
