@@ -326,22 +326,24 @@ def apply_batch_txn(
             f"applied before it",
         )
     probes = [c for c in vb.changes if is_probe(c.record_type)]
+    origin, epoch = h.origin, h.epoch
+    # Tuples in node.store.RECORD_COLUMNS order, made in one pass (no per-record dict).
     rows = [
-        {
-            "record_type": c.record_type,
-            "owner": h.origin,
-            "key": c.key,
-            "version": c.version,
-            "deleted": c.deleted,
-            "payload": payload_json(c.payload),
-            "standards": c.standards,
-            "hash": record_hash(c.record_type, h.origin, c.key, c.version, c.deleted, c.payload),
-            "epoch": h.epoch,
-            "seq": c.seq,
-            "updated_ms": now_ms,
-        }
+        (
+            c.record_type,
+            origin,
+            c.key,
+            c.version,
+            c.deleted,
+            payload_json(c.payload),
+            c.standards,
+            record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
+            epoch,
+            c.seq,
+            now_ms,
+        )
         for c in vb.changes
-        if not is_probe(c.record_type)
+        if not (probes and is_probe(c.record_type))
     ]
     upsert_for_epoch(conn, h.origin, h.epoch, rows)  # a re-installed origin's new epoch wins
     note_probes_txn(conn, h.origin, probes, now_ms)  # end-to-end lag probes: not records
