@@ -126,7 +126,8 @@ def upsert_record_tuples(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> N
         copy_upsert(conn, rows)  # PostgreSQL fast path (node.pg_bulk)
         return
     conn.execute(
-        _upsert_statement(postgresql.insert), [dict(zip(RECORD_COLUMNS, r)) for r in rows]
+        _upsert_statement(postgresql.insert),
+        [dict(zip(RECORD_COLUMNS, r, strict=True)) for r in rows],
     )
 
 
