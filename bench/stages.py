@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import tempfile
 import time
@@ -124,7 +125,8 @@ def _timed(fn: Callable[[], T], profile: bool, top: int = 25) -> tuple[T, float]
         prof.disable()
     dt = time.process_time() - t0
     if prof is not None:
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+        order = os.environ.get("LSNET_PROFILE_SORT", "cumulative")  # or tottime
+        pstats.Stats(prof).sort_stats(order).print_stats(top)
     return out, dt
 
 
