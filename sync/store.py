@@ -150,6 +150,17 @@ def cut_batch_txn(
     return True
 
 
+def cut_batches_txn(
+    conn: Connection, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int, count: int
+) -> int:
+    """Make up to `count` new signed batches in this one transaction (one commit, one fsync,
+    instead of one per batch). Returns how many were made."""
+    made = 0
+    while made < count and cut_batch_txn(conn, key, max_changes, max_bytes, now_ms):
+        made += 1
+    return made
+
+
 def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> list[PendingBatch]:
     """The oldest unacknowledged batches, bounded in count and bytes.
 
@@ -423,6 +434,11 @@ class SyncStore:
 
     async def cut_batch(self, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int) -> bool:
         return await self.db.write(cut_batch_txn, key, max_changes, max_bytes, now_ms)
+
+    async def cut_batches(
+        self, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int, count: int
+    ) -> int:
+        return await self.db.write(cut_batches_txn, key, max_changes, max_bytes, now_ms, count)
 
     async def next_transfer(self, max_batches: int, max_bytes: int) -> list[PendingBatch]:
         return await self.db.read(next_transfer_txn, max_batches, max_bytes)
