@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -260,7 +261,9 @@ def _healthy(url: str) -> bool:
     try:
         _get(url + "/healthz", timeout_s=1.0)
         return True
-    except (OSError, BenchError):
+    # HTTPException: before the node listens, a loopback connect to a free port can connect the
+    # socket to itself and read back its own request (BadStatusLine "GET /healthz ...").
+    except (OSError, BenchError, http.client.HTTPException):
         return False
 
 
