@@ -2,9 +2,10 @@
 
 What it measures: the rate (records/s) at which a province applies a city's backlog of N records
 that are already in the city's change log, as a ratio to the local ceiling measured in the same
-run — a bulk upsert of the same record rows into an empty table shaped like `records` (same
-columns, same primary key) with the `sqlite3` module directly (one `executemany`, one transaction,
-the node's pragmas: WAL, synchronous=FULL, cache size).
+run — a bulk upsert of the same record rows into an empty `records` table made from the node's
+own schema (same columns, primary key and secondary indexes, which every insert must also
+maintain) with the `sqlite3` module directly (one `executemany`, one transaction, the node's
+pragmas: WAL, synchronous=FULL, cache size).
 
 How: lay out a ministry → province → city network in a temporary folder (the ministry is never
 started; the province's relay attempts towards it fail fast and back off), initialise both
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from sqlalchemy import create_engine
 
 from hierarchy_config.loader import load_config
 from hierarchy_config.network_init import NetworkLayout, init_network
@@ -53,6 +56,7 @@ from node.datagen import generate_records
 from node.db import sqlite_path
 from node.demo import free_port_range
 from node.records import validate_record
+from node.schema import records
 
 INGEST_CHUNK = 1000
 POLL_INTERVAL_S = 0.05
@@ -61,19 +65,7 @@ STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 CEILING_REPEATS = 3
 CACHE_PAGES = 20_000  # as node.db._make_engine
-RECORD_COLUMNS = (
-    "record_type",
-    "owner",
-    "key",
-    "version",
-    "deleted",
-    "payload",
-    "standards",
-    "hash",
-    "epoch",
-    "seq",
-    "updated_ms",
-)
+RECORD_COLUMNS = tuple(c.name for c in records.c)
 UPDATED_COLUMNS = RECORD_COLUMNS[3:]
 
 
@@ -158,8 +150,18 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def create_records_table(path: Path) -> None:
+    """An empty `records` table in a new SQLite file, from the node's schema: the same columns,
+    primary key and secondary indexes as the table a province applies into."""
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        records.create(engine)
+    finally:
+        engine.dispose()
+
+
 def measure_ceiling(nodes: Nodes, work: Path, repeats: int = CEILING_REPEATS) -> dict[str, Any]:
-    """Bulk upsert of the city's own record rows into an empty `records`-shaped table.
+    """Bulk upsert of the city's own record rows into an empty `records` table (node schema).
 
     Repeated `repeats` times, each into a new file; the fastest counts (fsync times vary)."""
     src = sqlite3.connect(f"file:{nodes.city_db}?mode=ro", uri=True)
@@ -179,16 +181,10 @@ def measure_ceiling(nodes: Nodes, work: Path, repeats: int = CEILING_REPEATS) ->
     )
     times = []
     for attempt in range(repeats):
-        conn = _connect(work / f"ceiling-{attempt}.db")
+        path = work / f"ceiling-{attempt}.db"
+        create_records_table(path)
+        conn = _connect(path)
         try:
-            conn.execute(
-                "CREATE TABLE records (record_type VARCHAR(64) NOT NULL,"
-                ' owner VARCHAR(64) NOT NULL, "key" VARCHAR(512) NOT NULL,'
-                " version BIGINT NOT NULL, deleted BOOLEAN NOT NULL, payload TEXT NOT NULL,"
-                " standards VARCHAR(64) NOT NULL, hash VARCHAR(64) NOT NULL,"
-                " epoch VARCHAR(64) NOT NULL, seq BIGINT NOT NULL, updated_ms BIGINT NOT NULL,"
-                ' PRIMARY KEY (record_type, owner, "key"))'
-            )
             t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(sql, rows)
@@ -265,7 +261,9 @@ def _healthy(url: str) -> bool:
     try:
         _get(url + "/healthz", timeout_s=1.0)
         return True
-    except (OSError, BenchError):
+    # HTTPException: before the node listens, a loopback connect to a free port can connect the
+    # socket to itself and read back its own request (BadStatusLine "GET /healthz ...").
+    except (OSError, BenchError, http.client.HTTPException):
         return False
 
 

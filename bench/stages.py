@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import tempfile
 import time
@@ -31,6 +32,7 @@ from node.app import Node
 from node.datagen import generate_records
 from node.demo import free_port_range
 from node.records import validate_record
+from node.validation import RecordValidator, _effective
 from security.keys import NodeKey
 from security.signing import sign, verify
 from sync.store import apply_push_txn, cut_batch_txn, next_transfer_txn
@@ -123,12 +125,30 @@ def _timed(fn: Callable[[], T], profile: bool, top: int = 25) -> tuple[T, float]
         prof.disable()
     dt = time.process_time() - t0
     if prof is not None:
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+        order = os.environ.get("LSNET_PROFILE_SORT", "cumulative")  # or tottime
+        pstats.Stats(prof).sort_stats(order).print_stats(top)
     return out, dt
 
 
+def release_rules(builtin: bool) -> Callable[[str], RecordValidator] | None:
+    """The rules the province re-validates with: by default the default standards release (what
+    running nodes of a laid-out network have in force), else the built-in schemas."""
+    if builtin:
+        return None
+    from hierarchy_config.standards.build import default_release
+
+    validator = _effective(default_release(1).to_bytes(), None)
+    return lambda origin: validator
+
+
 async def run_stages(
-    n: int, root: Path, *, profile: str = "", pg_url: str | None = None, seed: int = 1
+    n: int,
+    root: Path,
+    *,
+    profile: str = "",
+    pg_url: str | None = None,
+    seed: int = 1,
+    builtin_rules: bool = False,
 ) -> StageResult:
     layout = init_network(
         root / "net", provinces=1, cities_per_province=1, base_port=free_port_range(3)
@@ -162,6 +182,7 @@ async def run_stages(
         pending = city.db.read_sync(next_transfer_txn, made + 1, 1 << 40)
         signed: list[SignedBatch] = [p.signed for p in pending]
         keys = province.config.subtree_keys()
+        rules_for = release_rules(builtin_rules) or province.validator_for_origin
 
         def verify_all() -> list[VerifiedBatch]:
             return [
@@ -173,7 +194,7 @@ async def run_stages(
                     route_of=province.config.route_of,
                     limits=province.config.limits,
                     validate_records=province.config.sync.revalidate_records,
-                    rules_for=province.validator_for_origin,
+                    rules_for=rules_for,
                 )
                 for s in signed
             ]
@@ -216,10 +237,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=20_000)
     ap.add_argument("--profile", choices=("", "cut", "verify", "apply"), default="")
     ap.add_argument("--pg-url", default=None, help="apply into this PostgreSQL database instead")
+    ap.add_argument(
+        "--builtin-rules",
+        action="store_true",
+        help="re-validate with the built-in schemas instead of the default standards release",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lsnet-stages-") as tmp:
         res = asyncio.run(
-            run_stages(args.records, Path(tmp), profile=args.profile, pg_url=args.pg_url)
+            run_stages(
+                args.records,
+                Path(tmp),
+                profile=args.profile,
+                pg_url=args.pg_url,
+                builtin_rules=args.builtin_rules,
+            )
         )
     print(json.dumps(res.as_dict()))
     return 0

@@ -95,32 +95,45 @@ def _upsert_statement(insert: Any) -> Any:
     )
 
 
+# A record row as a tuple, in the table's column order (what the bulk paths take).
+RECORD_COLUMNS: tuple[str, ...] = tuple(c.name for c in records.c)
+
+
 @functools.cache
-def _sqlite_upsert() -> tuple[str, tuple[str, ...]]:
-    """The SQLite upsert compiled once to driver SQL, with its parameter order."""
+def _sqlite_upsert() -> str:
+    """The SQLite upsert compiled once to driver SQL; its parameters are in RECORD_COLUMNS order."""
     compiled = _upsert_statement(sqlite.insert).compile(
-        dialect=sqlite.dialect(paramstyle="qmark"), column_keys=[c.name for c in records.c]
+        dialect=sqlite.dialect(paramstyle="qmark"), column_keys=list(RECORD_COLUMNS)
     )
-    assert compiled.positiontup is not None
-    return str(compiled), tuple(compiled.positiontup)
+    assert compiled.positiontup is not None and tuple(compiled.positiontup) == RECORD_COLUMNS
+    return str(compiled)
 
 
-def upsert_record_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update records; an older or equal version never overwrites a newer one.
+def upsert_record_tuples(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert or update records given as tuples in RECORD_COLUMNS order; an older or equal
+    version never overwrites a newer one.
 
     On SQLite (the hot apply path of cities and provinces) the statement goes to the driver's
-    executemany directly; SQLAlchemy's per-row parameter processing costs more than SQLite.
+    executemany directly; SQLAlchemy's per-row parameter processing costs more than SQLite. On
+    PostgreSQL many rows go through `node.pg_bulk` (COPY), a few through one multi-row upsert.
     """
     if not rows:
         return
     if conn.dialect.name == "sqlite":
-        sql, order = _sqlite_upsert()
-        conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])
+        conn.exec_driver_sql(_sqlite_upsert(), list(rows))
         return
     if len(rows) >= COPY_THRESHOLD:
-        copy_upsert(conn, rows)  # PostgreSQL fast path: COPY into staging, one merge
+        copy_upsert(conn, rows)  # PostgreSQL fast path (node.pg_bulk)
         return
-    conn.execute(_upsert_statement(postgresql.insert), list(rows))
+    conn.execute(
+        _upsert_statement(postgresql.insert),
+        [dict(zip(RECORD_COLUMNS, r, strict=True)) for r in rows],
+    )
+
+
+def upsert_record_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`upsert_record_tuples` for rows given as mappings keyed by column name."""
+    upsert_record_tuples(conn, [tuple(r[c] for c in RECORD_COLUMNS) for r in rows])
 
 
 # -- epoch / meta ----------------------------------------------------------------------------------

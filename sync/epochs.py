@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select
 
 from node.schema import records, watermarks
-from node.store import insert_for, upsert_record_rows
+from node.store import RECORD_COLUMNS, insert_for, upsert_record_tuples
 
 _COLUMNS = ("version", "deleted", "payload", "standards", "hash", "epoch", "seq", "updated_ms")
 
@@ -39,14 +39,15 @@ def epoch_standing(conn: Connection, origin: str, epoch: str) -> str:
 
 
 def upsert_for_epoch(
-    conn: Connection, origin: str, epoch: str, rows: Sequence[dict[str, Any]]
+    conn: Connection, origin: str, epoch: str, rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    """Upsert one batch's record rows under the epoch rule above."""
+    """Upsert one batch's record rows (tuples in `node.store.RECORD_COLUMNS` order) under the
+    epoch rule above."""
     if not rows:
         return
     standing = epoch_standing(conn, origin, epoch)
     if standing == "only":
-        upsert_record_rows(conn, rows)
+        upsert_record_tuples(conn, rows)
         return
     ins = insert_for(conn)(records)
     newer = ins.excluded.version > records.c.version
@@ -57,4 +58,4 @@ def upsert_for_epoch(
         set_={c: ins.excluded[c] for c in _COLUMNS},
         where=where,
     )
-    conn.execute(stmt, list(rows))
+    conn.execute(stmt, [dict(zip(RECORD_COLUMNS, r, strict=True)) for r in rows])

@@ -109,6 +109,7 @@ class UpstreamQueue:
         self._stopping = False
         self.in_flight = False
         self.transfers = 0
+        self._prepared = 0  # batches cut while the last transfer was in flight
         self.events: SecurityEvents | None = None
         # Operator controls (network_mgmt.link_admin persists `paused`); the recent failures of
         # this link, newest last, for `lsnet links errors` and the heartbeat.
@@ -209,27 +210,51 @@ class UpstreamQueue:
     async def transfer_once(self) -> bool:
         """Cut new batches, send one bounded transfer, record the answer. True if more may wait."""
         now = self.clock.time_ms()
-        for _ in range(self.limits.max_batches_per_transfer):
-            made = await self.store.cut_batch(
-                self.key, self.limits.max_batch_changes, self.limits.max_batch_bytes, now
-            )
-            if not made:
-                break
+        # Batches the previous transfer prepared while in flight count towards this one's.
+        prepared, self._prepared = self._prepared, 0
+        await self._cut(now, self.limits.max_batches_per_transfer - prepared)
         pending = await self.store.next_transfer(
             self.limits.max_batches_per_transfer, max(self.limits.max_body_bytes // 2, 1024)
         )
         if not pending:
             await self._succeeded(Mode.LIVE, touched=False)
             return False
+        full = len(pending) >= self.limits.max_batches_per_transfer
         self.in_flight = True
         try:
-            progress = await self._send(pending)
+            progress = await self._send_preparing_next(pending, now, prepare=full)
         finally:
             self.in_flight = False
         self.transfers += 1
-        full = len(pending) >= self.limits.max_batches_per_transfer
         await self._succeeded(Mode.CATCHING_UP if full else Mode.LIVE, touched=True)
         return progress
+
+    async def _send_preparing_next(
+        self, pending: list[PendingBatch], now_ms: int, *, prepare: bool
+    ) -> bool:
+        """Send one transfer; during a backlog (`prepare`), cut and sign the next transfer's
+        batches while this one is in flight, so the parent's work and ours overlap. Preparing is
+        not sending: the next transfer leaves only after this one is answered (one transfer in
+        flight per parent). A failed cut is logged and retried by the next transfer."""
+        send = asyncio.ensure_future(self._send(pending))
+        if prepare:
+            try:
+                self._prepared = await self._cut(now_ms, self.limits.max_batches_per_transfer)
+            except asyncio.CancelledError:
+                send.cancel()
+                raise
+            except Exception:
+                log.exception("UP [%s] cutting the next transfer failed", self.parent.id)
+        return await send
+
+    async def _cut(self, now_ms: int, count: int) -> int:
+        """Cut and sign up to `count` new batches, in one transaction."""
+        if count <= 0:
+            return 0
+        limits = self.limits
+        return await self.store.cut_batches(
+            self.key, limits.max_batch_changes, limits.max_batch_bytes, now_ms, count
+        )
 
     async def _send(self, pending: list[PendingBatch]) -> bool:
         push = Push(

@@ -159,6 +159,17 @@ def cut_batch_txn(
     return True
 
 
+def cut_batches_txn(
+    conn: Connection, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int, count: int
+) -> int:
+    """Make up to `count` new signed batches in this one transaction (one commit, one fsync,
+    instead of one per batch). Returns how many were made."""
+    made = 0
+    while made < count and cut_batch_txn(conn, key, max_changes, max_bytes, now_ms):
+        made += 1
+    return made
+
+
 def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> list[PendingBatch]:
     """The oldest unacknowledged batches, bounded in count and bytes.
 
@@ -377,22 +388,24 @@ def apply_batch_txn(
             f"applied before it",
         )
     probes = [c for c in vb.changes if is_probe(c.record_type)]
+    origin, epoch = h.origin, h.epoch
+    # Tuples in node.store.RECORD_COLUMNS order, made in one pass (no per-record dict).
     rows = [
-        {
-            "record_type": c.record_type,
-            "owner": h.origin,
-            "key": c.key,
-            "version": c.version,
-            "deleted": c.deleted,
-            "payload": payload_json(c.payload),
-            "standards": c.standards,
-            "hash": record_hash(c.record_type, h.origin, c.key, c.version, c.deleted, c.payload),
-            "epoch": h.epoch,
-            "seq": c.seq,
-            "updated_ms": now_ms,
-        }
+        (
+            c.record_type,
+            origin,
+            c.key,
+            c.version,
+            c.deleted,
+            payload_json(c.payload),
+            c.standards,
+            record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
+            epoch,
+            c.seq,
+            now_ms,
+        )
         for c in vb.changes
-        if not is_probe(c.record_type)
+        if not (probes and is_probe(c.record_type))
     ]
     upsert_for_epoch(conn, h.origin, h.epoch, rows)  # a re-installed origin's new epoch wins
     note_probes_txn(conn, h.origin, probes, now_ms)  # end-to-end lag probes: not records
@@ -473,6 +486,11 @@ class SyncStore:
 
     async def cut_batch(self, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int) -> bool:
         return await self.db.write(cut_batch_txn, key, max_changes, max_bytes, now_ms)
+
+    async def cut_batches(
+        self, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int, count: int
+    ) -> int:
+        return await self.db.write(cut_batches_txn, key, max_changes, max_bytes, now_ms, count)
 
     async def next_transfer(self, max_batches: int, max_bytes: int) -> list[PendingBatch]:
         return await self.db.read(next_transfer_txn, max_batches, max_bytes)

@@ -108,14 +108,41 @@ _OWN_TYPES = {"ts": _norm_ts, "period": _norm_period}
 
 
 @cache
-def _spec(f: FieldDef) -> FieldSpec:
+def _spec_of(f: FieldDef) -> FieldSpec:
     return FieldSpec(f.name, f.type, f.required, f.max_len)
 
 
+# Per field definition (keyed by id; the definition is kept in the entry so its id is never
+# reused): its node.records spec, and the text values already accepted with their normalised
+# form. A value's verdict depends only on the definition and the value, so a value seen before
+# is answered from here without hashing the (frozen, many-field) definition or re-running its
+# normaliser; receivers re-validate records whose values repeat across a batch (issue 8).
+# Bounded per definition; only accepted values are kept, so a refusal always comes from the
+# full check.
+_SEEN: dict[int, tuple[FieldDef, FieldSpec, dict[str, str]]] = {}
+_SEEN_PER_FIELD = 4096
+
+
 def _normalise(f: FieldDef, raw: object) -> str | None:
+    entry = _SEEN.get(id(f))
+    if entry is None:
+        entry = _SEEN.setdefault(id(f), (f, _spec_of(f), {}))
+    if type(raw) is str:
+        seen = entry[2]
+        hit = seen.get(raw)
+        if hit is not None:
+            return hit
+        value = _normalise_uncached(f, entry[1], raw)
+        if value is not None and len(seen) < _SEEN_PER_FIELD:
+            seen[raw] = value
+        return value
+    return _normalise_uncached(f, entry[1], raw)
+
+
+def _normalise_uncached(f: FieldDef, spec: FieldSpec, raw: object) -> str | None:
     own = _OWN_TYPES.get(f.type)
     if own is None:
-        return records_normalise(_spec(f), raw)
+        return records_normalise(spec, raw)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     try:
@@ -155,7 +182,25 @@ def _acceptable(entry: CodeEntry, on: dt.date | None, mode: str) -> bool:
     return entry.valid_on(on)
 
 
+# Codes found acceptable, per (table, code, business date, mode); the table is kept in the value
+# so its id is never reused. Tables are immutable, so a verdict never changes. Bounded.
+_CODE_OK: dict[tuple[int, str, dt.date | None, str], CodeTable] = {}
+_CODE_OK_MAX = 65536
+
+
 def _code_problem(
+    table: CodeTable, code: str, on: dt.date | None, mode: str, date_field: str
+) -> str | None:
+    memo = (id(table), code, on, mode)
+    if memo in _CODE_OK:
+        return None
+    problem = _code_problem_uncached(table, code, on, mode, date_field)
+    if problem is None and len(_CODE_OK) < _CODE_OK_MAX:
+        _CODE_OK[memo] = table
+    return problem
+
+
+def _code_problem_uncached(
     table: CodeTable, code: str, on: dt.date | None, mode: str, date_field: str
 ) -> str | None:
     versions = table.versions(code)

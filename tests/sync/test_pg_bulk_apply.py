@@ -84,3 +84,36 @@ def test_repeated_keys_in_one_call_reduce_like_sequential_apply(pg_db: Database)
     # The staging table is empty again for the next transaction on this connection.
     pg_db.write_sync(upsert_record_rows, rows)
     assert _held(pg_db) == expected
+
+
+def test_new_keys_go_straight_in_and_held_keys_are_merged(pg_db: Database) -> None:
+    n = COPY_THRESHOLD * 2
+    pg_db.write_sync(upsert_record_rows, [_row(i, 2, "v2", i + 1) for i in range(n)])
+    # One call mixing keys already held (equal and newer versions), new keys (version 1: they
+    # go by direct COPY), and a new key that repeats inside the call (it must reduce like
+    # sequential apply, not break the COPY).
+    mixed = [_row(i, 2 + i % 2, f"again-{i % 2}", n + i + 1) for i in range(n)]
+    mixed += [_row(n + i, 1, f"new-{i}", 2 * n + i + 1) for i in range(n)]
+    mixed += [_row(3 * n, 1, "dup-a", 4 * n), _row(3 * n, 2, "dup-b", 4 * n + 1)]
+    pg_db.write_sync(upsert_record_rows, mixed)
+    held = _held(pg_db)
+    assert len(held) == 2 * n + 1
+    for i in range(n):
+        assert held[f"k{i:05d}"] == ((3, "again-1") if i % 2 == 1 else (2, "v2"))
+        assert held[f"k{n + i:05d}"] == (1, f"new-{i}")
+    assert held[f"k{3 * n:05d}"] == (2, "dup-b")
+
+
+def test_a_held_key_at_version_one_sends_every_row_to_the_merge(pg_db: Database) -> None:
+    # Version 1 of a key that is already held (a re-installed origin, a repair): the direct COPY
+    # hits the primary key, its savepoint is rolled back and every row goes through the
+    # version-guarded merge, in the same transaction — nothing is lost or doubled.
+    n = COPY_THRESHOLD * 2
+    pg_db.write_sync(upsert_record_rows, [_row(i, 2, "v2", i + 1) for i in range(n)])
+    rows = [_row(i, 1, f"one-{i}", n + i + 1) for i in range(2 * n)]
+    pg_db.write_sync(upsert_record_rows, rows)
+    held = _held(pg_db)
+    assert len(held) == 2 * n
+    for i in range(n):
+        assert held[f"k{i:05d}"] == (2, "v2")
+        assert held[f"k{n + i:05d}"] == (1, f"one-{n + i}")

@@ -326,6 +326,65 @@ async def test_batches_before_a_poisoned_one_are_still_delivered(
 # -- a backlog -------------------------------------------------------------------------------------
 
 
+class CountingTransport:
+    """The queue's own transport, counting the pushes in flight at once."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def post(self, peer: str, url: str, body: bytes) -> bytes:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            answer: bytes = await self.inner.post(peer, url, body)
+            return answer
+        finally:
+            self.in_flight -= 1
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_the_next_transfer_is_prepared_while_one_is_in_flight(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    net = small_net(tmp_path, database_for, overrides=FAST)
+    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
+    per_batch, per_transfer = 10, 2
+    for node_id in (province_id, city_id):
+        net.configs[node_id] = with_limits(
+            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
+        )
+    await init(net, province_id, city_id)
+    province = await net.start(province_id)
+    city = net.open(city_id)  # not started: the test drives its queue by hand
+    queue = city.upstream
+    assert queue is not None
+    transport = CountingTransport(queue.transport)
+    queue.transport = transport
+    try:
+        n = 100
+        await city.ingest(valid_records(city_id, n, seed=5))
+        assert await queue.transfer_once() is True
+        rows = await batch_rows(city)
+        # One transfer was sent and acknowledged; the next one's batches were cut and signed
+        # meanwhile, and wait unsent.
+        assert [r.acked for r in rows] == [True] * per_transfer + [False] * per_transfer
+        assert await applied(province, city_id) == per_batch * per_transfer
+        while await queue.transfer_once():
+            assert queue.transfers <= n // (per_batch * per_transfer), "does not converge"
+        assert transport.most_in_flight == 1  # preparing is not sending
+        assert queue.transfers == n // (per_batch * per_transfer)
+        assert await applied(province, city_id) == n
+        assert all(r.acked for r in await batch_rows(city))
+        assert len(await batch_rows(city)) == n // per_batch
+    finally:
+        await city.stop()
+        await net.stop_all()
+
+
 async def test_backlog_is_sent_in_bounded_transfers(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
