@@ -72,9 +72,15 @@ async def test_row_deleted_at_province_is_found_and_repaired(tmp_path: Path) -> 
         await wait_until(lambda: _same_as_origin(net, province, city), 10, "not repaired")
         ae = net.nodes[city].anti_entropy
         assert ae is not None
-        metrics = generate_latest(net.nodes[city].registry).decode()
-        assert f'lsnet_anti_entropy_repaired_batches_total{{peer="{province}"}}' in metrics
-        assert 'outcome="divergent"' in metrics
+        # The province commits the repair before its answer reaches the city, which then counts
+        # the repair and, when its comparison run ends, the run's outcome.
+        repaired = f'lsnet_anti_entropy_repaired_batches_total{{peer="{province}"}}'
+
+        def counted() -> bool:
+            metrics = generate_latest(net.nodes[city].registry).decode()
+            return repaired in metrics and 'outcome="divergent"' in metrics
+
+        await wait_until(counted, 10, "the city did not count the repair and its run")
         await wait_until(
             lambda: ae.last is not None and ae.last.divergent == 0 and ae.last.equal >= 1,
             10,
