@@ -33,7 +33,7 @@ from node.schema import (
     records,
     watermarks,
 )
-from sync.wire import ZERO_HASH, pack_record
+from sync.wire import ZERO_HASH, Change, pack_record
 
 # Until standards releases arrive (a later issue) records are validated by the built-in schemas.
 BUILTIN_STANDARDS = "builtin-1"
@@ -107,6 +107,24 @@ def _sqlite_upsert() -> str:
     )
     assert compiled.positiontup is not None and tuple(compiled.positiontup) == RECORD_COLUMNS
     return str(compiled)
+
+
+def record_row(origin: str, epoch: str, c: Change, now_ms: int) -> tuple[Any, ...]:
+    """One change as a `records` row, a tuple in RECORD_COLUMNS order (the push apply in
+    `sync.store` builds the same tuples inline, in one pass, for speed)."""
+    return (
+        c.record_type,
+        origin,
+        c.key,
+        c.version,
+        c.deleted,
+        payload_json(c.payload),
+        c.standards,
+        record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
+        epoch,
+        c.seq,
+        now_ms,
+    )
 
 
 def upsert_record_tuples(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, update
 
 from node.schema import held_changes, records
-from node.store import RECORD_COLUMNS, insert_for, payload_json, record_hash
+from node.store import insert_for, payload_json, record_hash, record_row
 from node.validation import RecordValidator
 from sync.epochs import upsert_for_epoch
 from sync.errors import BatchRejected
@@ -225,27 +225,8 @@ def release_txn(
             check_change(change, rules)
         except BatchRejected as exc:
             raise HeldError("still_invalid", exc.message, 409) from None
-    values: dict[str, Any] = {
-        "record_type": change.record_type,
-        "owner": row.origin,
-        "key": change.key,
-        "version": change.version,
-        "deleted": change.deleted,
-        "payload": row.payload,
-        "standards": change.standards,
-        "hash": record_hash(
-            change.record_type,
-            row.origin,
-            change.key,
-            change.version,
-            change.deleted,
-            change.payload,
-        ),
-        "epoch": row.epoch,
-        "seq": change.seq,
-        "updated_ms": now_ms,
-    }
-    upsert_for_epoch(conn, row.origin, row.epoch, [tuple(values[c] for c in RECORD_COLUMNS)])
+    rows = [record_row(row.origin, row.epoch, change, now_ms)]
+    upsert_for_epoch(conn, row.origin, row.epoch, rows)  # version-guarded, epoch rule
     _decide(conn, held_id, RELEASED, operator, reason, now_ms)
     current = conn.execute(
         select(records.c.version, records.c.epoch).where(
