@@ -31,6 +31,7 @@ validates the body, audits and answers.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -203,11 +204,46 @@ async def get_link_errors(request: web.Request) -> web.Response:
 # -- quarantine ------------------------------------------------------------------------------------
 
 
-def _batch_id(request: web.Request) -> int | web.Response:
-    raw = request.match_info["batch_id"]
+def _path_id(request: web.Request, key: str, what: str) -> int | web.Response:
+    raw = request.match_info[key]
     if not raw.isdigit() or len(raw) > 12:
-        return _error(400, "malformed", "batch id must be a positive integer")
+        return _error(400, "malformed", f"{what} id must be a positive integer")
     return int(raw)
+
+
+def _include_all(request: web.Request) -> bool:
+    return request.query.get("all", "") in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """A checked request to replay or skip one item: who asks, on which node, what and why."""
+
+    operator: str
+    node: Node
+    item_id: int
+    action: str
+    reason: str
+
+
+async def _decision(request: web.Request, key: str, what: str) -> _Decision | web.Response:
+    """Operator token, item id, action (replay or skip) and a reason, or the refusal to send."""
+    who = await _operator(request)
+    if isinstance(who, web.Response):
+        return who
+    item_id = _path_id(request, key, what)
+    if isinstance(item_id, web.Response):
+        return item_id
+    action = request.match_info["action"]
+    if action not in ("replay", "skip"):
+        return _error(404, "not_found", f"unknown action {action!r} on a {what}")
+    data = await _body(request)
+    if isinstance(data, web.Response):
+        return data
+    reason = _reason(data, required=True)
+    if isinstance(reason, web.Response):
+        return reason
+    return _Decision(who, _node(request), item_id, action, reason)
 
 
 async def get_quarantine(request: web.Request) -> web.Response:
@@ -217,8 +253,7 @@ async def get_quarantine(request: web.Request) -> web.Response:
     node = _node(request)
     hb = node.heartbeats
     assert hb is not None
-    include = request.query.get("all", "") in ("1", "true", "yes")
-    rows = await hb.admin.quarantined(include_skipped=include, limit=1000)
+    rows = await hb.admin.quarantined(include_skipped=_include_all(request), limit=1000)
     return web.json_response({"node": node.config.node_id, "quarantined": rows})
 
 
@@ -226,7 +261,7 @@ async def get_quarantined_batch(request: web.Request) -> web.Response:
     who = await _operator(request)
     if isinstance(who, web.Response):
         return who
-    batch_id = _batch_id(request)
+    batch_id = _path_id(request, "batch_id", "batch")
     if isinstance(batch_id, web.Response):
         return batch_id
     hb = _node(request).heartbeats
@@ -238,56 +273,43 @@ async def get_quarantined_batch(request: web.Request) -> web.Response:
 
 
 async def post_quarantine_action(request: web.Request) -> web.Response:
-    who = await _operator(request)
-    if isinstance(who, web.Response):
-        return who
-    node = _node(request)
-    batch_id = _batch_id(request)
-    if isinstance(batch_id, web.Response):
-        return batch_id
-    action = request.match_info["action"]
-    if action not in ("replay", "skip"):
-        return _error(404, "not_found", f"unknown quarantine action {action!r}")
-    data = await _body(request)
-    if isinstance(data, web.Response):
-        return data
-    reason = _reason(data, required=True)
-    if isinstance(reason, web.Response):
-        return reason
+    d = await _decision(request, "batch_id", "batch")
+    if isinstance(d, web.Response):
+        return d
+    node, batch_id = d.node, d.item_id
     hb = node.heartbeats
     assert hb is not None
     now = node.clock.time_ms()
     try:
-        if action == "replay":
-            doc = await hb.admin.replay(batch_id, reason, who, now)
+        if d.action == "replay":
+            doc = await hb.admin.replay(batch_id, d.reason, d.operator, now)
         else:
-            doc = await hb.admin.skip(batch_id, reason, who, now)
+            doc = await hb.admin.skip(batch_id, d.reason, d.operator, now)
     except LinkAdminError as exc:
         return _error(exc.status, exc.code, exc.message)
     if node.upstream is not None:
         node.upstream.poke()
     await _audit(
         node,
-        who,
-        f"batch_{action}",
+        d.operator,
+        f"batch_{d.action}",
         node.upstream.parent.id if node.upstream else "",
         batch_id=batch_id,
         origin=doc["origin"],
         first_seq=doc["first_seq"],
         last_seq=doc["last_seq"],
-        reason=reason,
+        reason=d.reason,
     )
-    return web.json_response({"action": action, "batch": doc})
+    return web.json_response({"action": d.action, "batch": doc})
 
 
 # -- poison records held aside here as a receiver (sync.held) -------------------------------------
 
 
-def _held_id(request: web.Request) -> int | web.Response:
-    raw = request.match_info["held_id"]
-    if not raw.isdigit() or len(raw) > 12:
-        return _error(400, "malformed", "held record id must be a positive integer")
-    return int(raw)
+def _link_admin(node: Node) -> LinkAdmin:
+    hb = node.heartbeats
+    assert hb is not None
+    return hb.admin
 
 
 async def get_held(request: web.Request) -> web.Response:
@@ -295,9 +317,8 @@ async def get_held(request: web.Request) -> web.Response:
     if isinstance(who, web.Response):
         return who
     node = _node(request)
-    include = request.query.get("all", "") in ("1", "true", "yes")
-    admin = LinkAdmin(node.db)
-    rows = await admin.held_records(include_decided=include, limit=1000)
+    admin = _link_admin(node)
+    rows = await admin.held_records(include_decided=_include_all(request), limit=1000)
     return web.json_response(
         {"node": node.config.node_id, "held": rows, "counts": await admin.held_counts()}
     )
@@ -307,57 +328,45 @@ async def get_held_record(request: web.Request) -> web.Response:
     who = await _operator(request)
     if isinstance(who, web.Response):
         return who
-    held_id = _held_id(request)
+    held_id = _path_id(request, "held_id", "held record")
     if isinstance(held_id, web.Response):
         return held_id
     try:
-        return web.json_response(await LinkAdmin(_node(request).db).held_record(held_id))
+        return web.json_response(await _link_admin(_node(request)).held_record(held_id))
     except HeldError as exc:
         return _error(exc.status, exc.code, exc.message)
 
 
 async def post_held_action(request: web.Request) -> web.Response:
-    who = await _operator(request)
-    if isinstance(who, web.Response):
-        return who
-    node = _node(request)
-    action = request.match_info["action"]
-    if action not in ("replay", "skip"):
-        return _error(404, "not_found", f"unknown action {action!r} on a held record")
-    held_id = _held_id(request)
-    if isinstance(held_id, web.Response):
-        return held_id
-    data = await _body(request)
-    if isinstance(data, web.Response):
-        return data
-    reason = _reason(data, required=True)
-    if isinstance(reason, web.Response):
-        return reason
-    admin = LinkAdmin(node.db)
+    d = await _decision(request, "held_id", "held record")
+    if isinstance(d, web.Response):
+        return d
+    node, held_id = d.node, d.item_id
+    admin = _link_admin(node)
     now = node.clock.time_ms()
     try:
-        if action == "replay":
+        if d.action == "replay":
             doc = await held_actions.replay(
-                admin, node.validator_for_origin, held_id, who, reason, now
+                admin, node.validator_for_origin, held_id, d.operator, d.reason, now
             )
         else:
-            doc = await admin.skip_held(held_id, who, reason, now)
+            doc = await admin.skip_held(held_id, d.operator, d.reason, now)
     except HeldError as exc:
         if exc.code == "still_invalid":
-            await _audit(node, who, "held_replay_refused", held_id=held_id, reason=reason)
+            await _audit(node, d.operator, "held_replay_refused", held_id=held_id, reason=d.reason)
         return _error(exc.status, exc.code, exc.message)
     await _audit(
         node,
-        who,
-        f"held_{action}",
+        d.operator,
+        f"held_{d.action}",
         doc["origin"],
         held_id=held_id,
         seq=doc["seq"],
         record_type=doc["record_type"],
-        reason=reason,
+        reason=d.reason,
     )
     node.metrics.held_waiting.set((await admin.held_counts())["held"])
-    return web.json_response({"action": action, "held": doc})
+    return web.json_response({"action": d.action, "held": doc})
 
 
 async def post_held_recheck(request: web.Request) -> web.Response:
@@ -371,7 +380,7 @@ async def post_held_recheck(request: web.Request) -> web.Response:
     reason = _reason(data, required=True)
     if isinstance(reason, web.Response):
         return reason
-    admin = LinkAdmin(node.db)
+    admin = _link_admin(node)
     result = await held_actions.recheck(
         admin, node.validator_for_origin, reason, node.clock.time_ms, operator=who
     )

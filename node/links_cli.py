@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -357,36 +358,50 @@ def quarantine_show(config_path: Path, batch_id: int, token_file: Path | None) -
     _print(call_node(config, "GET", f"/v1/admin/quarantine/{batch_id}", None, _token(token_file)))
 
 
-def _decision(action: str, help_text: str) -> None:
-    @quarantine.command(action, help=help_text)
+def _decision(
+    group: click.Group,
+    path: str,
+    action: str,
+    help_text: str,
+    say: Callable[[str, int, dict[str, Any]], str],
+) -> None:
+    """Register `action` (replay or skip, with a reason) under `group`: POST {path}/{id}/{action}
+    on the running node, then print what `say` makes of the answer."""
+
+    @group.command(action, help=help_text)
     @CONFIG_OPTION
-    @click.argument("batch_id", type=click.IntRange(1))
+    @click.argument("item_id", metavar="ID", type=click.IntRange(1))
     @click.option("--reason", required=True, help="Why (written to the audit log).")
     @TOKEN_FILE
     @friendly
-    def command(config_path: Path, batch_id: int, reason: str, token_file: Path | None) -> None:
+    def command(config_path: Path, item_id: int, reason: str, token_file: Path | None) -> None:
         config = load_config(config_path)
-        doc = call_node(
-            config,
-            "POST",
-            f"/v1/admin/quarantine/{batch_id}/{action}",
-            {"reason": reason},
-            _token(token_file),
-        )
-        b = doc["batch"]
-        click.echo(f"{action}: batch {batch_id} ({b['origin']} {b['first_seq']}-{b['last_seq']})")
+        body = {"reason": reason}
+        doc = call_node(config, "POST", f"{path}/{item_id}/{action}", body, _token(token_file))
+        click.echo(say(action, item_id, doc))
+
+
+def _said_of_batch(action: str, batch_id: int, doc: dict[str, Any]) -> str:
+    b = doc["batch"]
+    return f"{action}: batch {batch_id} ({b['origin']} {b['first_seq']}-{b['last_seq']})"
 
 
 _decision(
+    quarantine,
+    "/v1/admin/quarantine",
     "replay",
     "Lift the quarantine: the batch is sent again, byte for byte, with the batches it held back "
     "(after the cause was fixed, e.g. the parent now has the standards release it needs).",
+    _said_of_batch,
 )
 _decision(
+    quarantine,
+    "/v1/admin/quarantine",
     "skip",
     "Give up on the batch: it is marked delivered without being delivered. Later batches of "
     "the same origin and epoch stay held (the parent accepts no gap); use it for batches made "
     "obsolete, e.g. when the origin was re-initialised with a new epoch.",
+    _said_of_batch,
 )
 
 
@@ -446,36 +461,29 @@ def held_show(config_path: Path, held_id: int, token_file: Path | None) -> None:
     _print(call_node(config, "GET", f"/v1/admin/held/{held_id}", None, _token(token_file)))
 
 
-def _held_decision(action: str, help_text: str) -> None:
-    @held.command(action, help=help_text)
-    @CONFIG_OPTION
-    @click.argument("held_id", type=click.IntRange(1))
-    @click.option("--reason", required=True, help="Why (written to the audit log).")
-    @TOKEN_FILE
-    @friendly
-    def command(config_path: Path, held_id: int, reason: str, token_file: Path | None) -> None:
-        config = load_config(config_path)
-        doc = call_node(
-            config,
-            "POST",
-            f"/v1/admin/held/{held_id}/{action}",
-            {"reason": reason},
-            _token(token_file),
-        )
-        h = doc["held"]
-        what = f"held record {held_id} ({h['origin']} seq {h['seq']}, {h['record_type']})"
-        if action == "replay" and h.get("superseded"):
-            click.echo(f"replayed: {what}; a newer version was already applied, which stays")
-        else:
-            click.echo(f"{'replayed' if action == 'replay' else 'skipped'}: {what}")
+def _said_of_held(action: str, held_id: int, doc: dict[str, Any]) -> str:
+    h = doc["held"]
+    what = f"held record {held_id} ({h['origin']} seq {h['seq']}, {h['record_type']})"
+    if action == "replay" and h.get("superseded"):
+        return f"replayed: {what}; a newer version was already applied, which stays"
+    return f"{'replayed' if action == 'replay' else 'skipped'}: {what}"
 
 
-_held_decision(
+_decision(
+    held,
+    "/v1/admin/held",
     "replay",
     "Validate the record again with the rules in force now and apply it (an older version never "
     "overwrites a newer one). Refused with 'still_invalid', changing nothing, if it still fails.",
+    _said_of_held,
 )
-_held_decision("skip", "Leave the record out for good (it stays listed, with the reason).")
+_decision(
+    held,
+    "/v1/admin/held",
+    "skip",
+    "Leave the record out for good (it stays listed, with the reason).",
+    _said_of_held,
+)
 
 
 @held.command("recheck")
