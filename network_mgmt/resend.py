@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from network_mgmt.heartbeat_wire import MAX_RESEND_REQUESTS as MAX_PENDING_PER_CHILD
+
 REPAIR_WINDOW_MS = 10 * 60_000
-MAX_PENDING_PER_CHILD = 16  # also the most a heartbeat answer carries
 
 
 @dataclass(frozen=True)

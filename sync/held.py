@@ -163,18 +163,6 @@ def counts_txn(conn: Connection) -> dict[str, int]:
     return out
 
 
-def held_by_origin_txn(conn: Connection) -> dict[str, int]:
-    """Changes still held, per origin (for the metrics gauge)."""
-    return {
-        str(o): int(n)
-        for o, n in conn.execute(
-            select(held_changes.c.origin, func.count())
-            .where(held_changes.c.state == HELD)
-            .group_by(held_changes.c.origin)
-        )
-    }
-
-
 def inspect_txn(conn: Connection, held_id: int) -> dict[str, Any]:
     row = conn.execute(select(*_LISTED).where(held_changes.c.id == held_id)).first()
     if row is None:

@@ -12,6 +12,7 @@ sender's whole subtree.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -192,8 +193,8 @@ class PushReceiver:
                 repair_push_txn, verified, now_ms, keep, subtree
             )
             if self.on_repaired is not None:
-                for vb in verified:
-                    self.on_repaired(vb.header.origin, 1)
+                for origin, n in Counter(vb.header.origin for vb in verified).items():
+                    self.on_repaired(origin, n)
         else:
             results, marks = await self.store.apply_push(verified, now_ms, keep, subtree)
         self.metrics.apply_latency.observe(self.clock.monotonic() - started)
