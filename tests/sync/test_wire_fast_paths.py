@@ -1,11 +1,28 @@
-"""The fast encoders produce exactly the canonical bytes of the generic `packb`."""
+"""The fast encoders produce exactly the canonical bytes of the generic `packb` (and the
+standard JSON encoder's text); the column-wise body decoder accepts exactly what the per-change
+decoder accepts."""
 
 from __future__ import annotations
 
+import json
+
+import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.wire import Change, encode_body, pack_record, packb
+from node.store import payload_json
+from sync.wire import (
+    BatchHeader,
+    Change,
+    Code,
+    WireError,
+    _decode_changes_fast,
+    decode_body,
+    encode_body,
+    pack_record,
+    packb,
+)
 
 text = st.text(max_size=12)
 payloads = st.dictionaries(text, text, max_size=6)
@@ -27,3 +44,86 @@ def test_pack_record_equals_generic_canonical_bytes(
     assert pack_record(rtype, owner, key, version, deleted, payload) == packb(
         [rtype, owner, key, version, deleted, payload]
     )
+
+
+@given(payloads)
+def test_payload_json_equals_the_standard_encoder(payload: dict[str, str]) -> None:
+    # orjson writes the stored text; the standard library's canonical encoder is the reference.
+    assert payload_json(payload) == json.dumps(
+        payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def test_payload_json_falls_back_for_what_orjson_refuses() -> None:
+    lone = {"name": "\ud800"}  # a lone surrogate: orjson refuses it, the standard encoder not
+    assert payload_json(lone) == '{"name":"\ud800"}'
+
+
+def test_pack_record_sorts_an_unsorted_payload() -> None:
+    assert pack_record("t", "o", "k", 1, False, {"b": "1", "a": "2"}) == packb(
+        ["t", "o", "k", 1, False, {"a": "2", "b": "1"}]
+    )
+
+
+# -- the column-wise body decoder accepts exactly what the per-change decoder accepts ---------
+
+wire_values = st.one_of(
+    st.integers(-2, 2**40), st.booleans(), text, st.binary(max_size=4), st.none(), payloads
+)
+
+
+def _good(i: int) -> list[object]:
+    return [i + 1, "person", f"k{i}", 1, False, {"name": "张三", "id": str(i)}, "std-1"]
+
+
+def _decoded(raw: list[object]) -> list[Change] | str:
+    try:
+        return [Change.from_wire(c) for c in raw]
+    except WireError as exc:
+        return exc.message
+
+
+@given(st.integers(0, 4), st.integers(0, 6), wire_values)
+def test_fast_body_decoder_agrees_with_the_per_change_decoder(
+    at: int, field: int, value: object
+) -> None:
+    raw = [_good(i) for i in range(5)]
+    raw[at][field] = value
+    expected = _decoded(raw)
+    fast = _decode_changes_fast(raw)
+    if isinstance(expected, str):
+        assert fast is None  # refused; decode_body then reports the per-change message
+    else:
+        assert fast == expected
+        assert all(type(c) is Change for c in fast)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": 1},  # a value that is not a string
+        {b"name": "x"},  # a key that is not a string
+        [1, 2],  # a payload that is not a map
+        "x" * 513,  # too long to be a key (placed in the key column below)
+    ],
+)
+def test_decode_body_names_a_bad_change_as_before(bad: object) -> None:
+    raw = [_good(i) for i in range(3)]
+    if isinstance(bad, str):
+        raw[1][2] = bad
+    else:
+        raw[1][5] = bad
+    header = BatchHeader("330100", "e", 1, 3, 3, "std-1", 0, b"\0" * 32, b"\0" * 32, "k")
+    with pytest.raises(WireError) as exc:
+        decode_body(msgpack.packb(raw, use_bin_type=True), header)
+    assert exc.value.code is Code.MALFORMED
+    assert exc.value.message == _decoded(raw)
+
+
+def test_decode_body_refuses_non_contiguous_seqs() -> None:
+    raw = [_good(i) for i in range(3)]
+    raw[2][0] = 5
+    header = BatchHeader("330100", "e", 1, 3, 3, "std-1", 0, b"\0" * 32, b"\0" * 32, "k")
+    with pytest.raises(WireError) as exc:
+        decode_body(msgpack.packb(raw, use_bin_type=True), header)
+    assert exc.value.code is Code.BAD_RANGE
