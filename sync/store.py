@@ -9,11 +9,11 @@ Trust decisions are made in `sync.verify`; this module only stores.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, and_, delete, exists, select, update
 from sqlalchemy.orm import aliased
 
@@ -123,7 +123,7 @@ def cut_batch_txn(
     ).all()  # plain row tuples: the per-row mapping view cost more than the query (issue 8)
     changes: list[Change] = []
     size = 512
-    loads = json.loads
+    loads = orjson.loads  # the stored text is canonical JSON (node.store.payload_json)
     for seq, rtype, rkey, version, deleted, text, standards in rows:
         change = Change(seq, rtype, rkey, version, bool(deleted), loads(text), standards)
         # Bytes, not characters: the wire carries UTF-8 (three bytes per Chinese character).

@@ -280,7 +280,7 @@ def encode_body(changes: Sequence[Change]) -> bytes:
                 c.key,
                 c.version,
                 c.deleted,
-                dict(sorted(c.payload.items())),
+                sorted_payload(c.payload),
                 c.standards,
             ]
             for c in changes
