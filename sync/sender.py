@@ -2,7 +2,8 @@
 
 Modes: LIVE (nothing waiting; new local changes trigger a push after a short debounce),
 CATCHING_UP (a backlog is streamed in bounded transfers, back to back) and BACKING_OFF (the
-parent failed; wait a jittered, bounded delay that any success resets). The mode, failure count,
+parent failed; wait a jittered, bounded delay that any success resets; the attempts after a
+failure carry one batch each until one is answered). The mode, failure count,
 backoff deadline, last success and last error are persisted in `links`, so a restarted node
 resumes where it stopped. Batches are acknowledged only from the parent's signed watermarks; a
 batch the parent refuses for its content is quarantined with the reason, never dropped.
@@ -213,16 +214,17 @@ class UpstreamQueue:
         # Batches the previous transfer prepared while in flight count towards this one's.
         prepared, self._prepared = self._prepared, 0
         await self._cut(now, self.limits.max_batches_per_transfer - prepared)
-        pending = await self.store.next_transfer(
-            self.limits.max_batches_per_transfer, max(self.limits.max_body_bytes // 2, 1024)
-        )
+        # After a failed transfer the parent may well still be down: the next attempt carries
+        # one batch, cheap to read, sign and lose; an answered one opens the full window again.
+        window = 1 if self.state.failures else self.limits.max_batches_per_transfer
+        pending = await self.store.next_transfer(window, max(self.limits.max_body_bytes // 2, 1024))
         if not pending:
             await self._succeeded(Mode.LIVE, touched=False)
             return False
-        full = len(pending) >= self.limits.max_batches_per_transfer
+        full = len(pending) >= window
         self.in_flight = True
         try:
-            progress = await self._send_preparing_next(pending, now, prepare=full)
+            progress = await self._send_preparing_next(pending, now, prepare=full and window > 1)
         finally:
             self.in_flight = False
         self.transfers += 1

@@ -17,7 +17,7 @@ from node.schema import batches
 from security.keys import NodeKey
 from sync.scrub import scrub
 from sync.sender import Mode
-from sync.wire import Code, SignedBatch
+from sync.wire import Code, Push, Sealed, SignedBatch
 from tests.support.network import TestNet, make_network, wait_until
 from tests.sync.helpers import valid_records
 
@@ -493,3 +493,63 @@ def _tamper_first_batch_of(conn: Connection, origin: str) -> None:
     ).one()
     body = bytes(first.body).replace(b"33", b"34", 1)
     conn.execute(update(batches).where(batches.c.id == first.id).values(body=body))
+
+
+class RecordingTransport:
+    """The queue's own transport, noting how many batches each push carried."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches: list[int] = []
+
+    async def post(self, peer: str, url: str, body: bytes) -> bytes:
+        push = Push.from_bytes(Sealed.from_bytes(body).envelope, max_batches=1000)
+        self.batches.append(len(push.batches))
+        answer: bytes = await self.inner.post(peer, url, body)
+        return answer
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_attempts_after_a_failure_carry_one_batch_until_one_is_answered(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    net = small_net(tmp_path, database_for, overrides=FAST)
+    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
+    per_batch, per_transfer = 10, 4
+    for node_id in (province_id, city_id):
+        net.configs[node_id] = with_limits(
+            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
+        )
+    await init(net, province_id, city_id)
+    city = net.open(city_id)  # the province is down
+    queue = city.upstream
+    assert queue is not None
+    transport = RecordingTransport(queue.transport)
+    queue.transport = transport
+    await city.start()
+    net.nodes[city_id] = city
+    try:
+        n = 200  # 20 batches: five full transfers
+        await city.ingest(valid_records(city_id, n, seed=6))
+        await wait_until(lambda: len(transport.batches) >= 3, 20, "three failed attempts")
+        # The first attempt did not know the parent was down; the later ones carried one batch.
+        assert transport.batches[0] == per_transfer
+        assert set(transport.batches[1:]) == {1}
+        assert queue.state.failures >= 2
+        before = len(transport.batches)
+        province = await net.start(province_id)
+
+        async def caught_up() -> bool:
+            return await applied(province, city_id) >= n
+
+        await wait_until(caught_up, 30, "the backlog applied")
+        after = transport.batches[before:]
+        # One single-batch attempt is answered, then full transfers again.
+        assert after[0] == 1
+        assert after[1] == per_transfer
+        assert sum(after) == n // per_batch
+        assert queue.state.failures == 0
+    finally:
+        await net.stop_all()
