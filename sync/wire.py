@@ -302,13 +302,24 @@ def _packer() -> msgpack.Packer:
     return packer
 
 
+# Key orders already seen to be sorted: payloads come in a few shapes per record type, so
+# hashing the shape (a tuple of interned field names) is cheaper than sorting it again. Bounded.
+_SORTED_SHAPES: set[tuple[str, ...]] = set()
+_SORTED_SHAPES_MAX = 4096
+
+
 def sorted_payload(payload: Mapping[str, str]) -> dict[str, str]:
     """The payload as a dict with its keys in canonical (sorted) order; the same object when it
     already is one, which is the common case (validated records and decoded batches)."""
-    keys = list(payload)
-    if type(payload) is dict and keys == sorted(keys):
-        return payload
-    return {k: payload[k] for k in sorted(keys)}
+    if type(payload) is dict:
+        shape = tuple(payload)
+        if shape in _SORTED_SHAPES:
+            return payload
+        if list(shape) == sorted(shape):
+            if len(_SORTED_SHAPES) < _SORTED_SHAPES_MAX:
+                _SORTED_SHAPES.add(shape)
+            return payload
+    return {k: payload[k] for k in sorted(payload)}
 
 
 def pack_record(
