@@ -37,7 +37,7 @@ __all__ = ["FieldRecheck", "RecheckPlan", "RecordCheck"]
 # records sit together in a batch) keep hitting while memory stays bounded.
 KNOWN_PER_FIELD = 4096
 # Combinations kept per plan for the memoised record-level check; starts over when full.
-MEMO_SIZE = 65536
+MEMO_SIZE = 16384
 
 RecordCheck = Callable[[Mapping[str, str]], bool]
 """True when a payload whose values are all accepted and canonical passes a record-level check;
@@ -160,7 +160,8 @@ class RecheckPlan:
         known = self._known[name]
         if len(known) >= KNOWN_PER_FIELD:  # start this field over
             known.clear()
-            self._pairs = {pair for pair in self._pairs if pair[0] != name}
+            pairs = self._pairs.copy()  # in C: another thread may be adding to it
+            self._pairs = {pair for pair in pairs if pair[0] != name}
         known.add(value)
         self._pairs.add((name, value))
         return True

@@ -33,7 +33,7 @@ from hierarchy_config.standards import validate_record as validate_with_release
 from hierarchy_config.standards.recheck import release_plan
 from node.recheck import FieldRecheck, RecheckPlan
 from node.records import RECORD_TYPES, RecordSchema, ValidRecord
-from node.records import _normalise as normalise_builtin
+from node.records import _normalise_uncached as normalise_builtin
 from node.records import validate_record as validate_builtin
 from node.store import BUILTIN_STANDARDS
 

@@ -5,8 +5,8 @@
 (issue 8). It reuses the full validator's own pieces, so a value or code accepted here is
 accepted there:
 
-* each field's values are learnt from `validate._normalise` (the same normaliser, with its check
-  digits, date and decimal checks, and `max_len`);
+* each field's values are learnt from `validate._normalise_uncached`, the normaliser the full
+  validator runs for a text value it has not cached (check digits, dates, decimals, `max_len`);
 * code fields are checked with `validate._code_problem` against the record's business date
   (`_business_date`, the schema's "on"/"since" mode). A combination of business date and code
   values found acceptable is remembered per plan (bounded; it starts over when full): tables
@@ -16,8 +16,9 @@ accepted there:
   (`_HARMLESS_WARNINGS`) are skipped; the others still run, in case they raise, as the full
   validator would.
 
-A plan holds its standards' tables and schema, which are immutable; callers keep one plan per
-record type per `EffectiveStandards` (`node.validation.ReleaseValidator`). This module does not
+A plan holds the schema and the tables it uses, which are immutable, and is shared by every
+`EffectiveStandards` whose tables for it are the same objects (`_PLANS`); a rule's table is
+looked up among those tables, as `standards.table` would find it. This module does not
 handle tombstones, produce warnings or error messages: whenever it cannot prove a record good,
 the full validator decides.
 """
@@ -28,13 +29,14 @@ from collections.abc import Mapping
 from functools import partial
 
 from hierarchy_config.standards.model import CodeTable, FieldDef, RecordSchema, Rule
-from hierarchy_config.standards.rules import evaluate
+from hierarchy_config.standards.rules import TableLookup, evaluate
 from hierarchy_config.standards.validate import (
     Standards,
     _business_date,
     _code_of,
     _code_problem,
-    _normalise,
+    _normalise_uncached,
+    _spec_of,
 )
 from node.recheck import FieldRecheck, RecheckPlan
 
@@ -46,21 +48,46 @@ __all__ = ["release_plan"]
 _HARMLESS_WARNINGS = frozenset(
     {"field_lte", "id_birth_date", "id_birthplace", "one_of", "max_value", "min_value"}
 )
-_CODES_KNOWN = 65536
+
+# Plans shared by every `EffectiveStandards` with the same schema and the same tables (province
+# extensions replace only the tables they add codes to), so a ministry following many provinces
+# learns each value once. Keyed by ids; the schema and tables are kept in the entry so their
+# ids are never reused. Bounded: when full it starts over (validators keep the plans they use).
+_PLANS: dict[tuple[int, ...], tuple[RecordSchema, tuple[CodeTable, ...], RecheckPlan]] = {}
+_PLANS_MAX = 256
+
+
+def _table_ids(schema: RecordSchema) -> tuple[str, ...]:
+    """The tables a record of `schema` is checked against: its code fields' and its rules'."""
+    ids = [f.code_table for f in schema.fields if f.code_table is not None]
+    ids += [r.param_str("table") for r in schema.rules if "table" in r.params]
+    return tuple(dict.fromkeys(ids))
 
 
 def release_plan(standards: Standards, schema: RecordSchema) -> RecheckPlan | None:
-    """The plan of `schema` under `standards`, or None when a code table it names is missing
-    (the full validator then explains)."""
-    codes: list[tuple[FieldDef, CodeTable]] = []
-    for f in schema.fields:
-        if f.code_table is None:
-            continue
-        table = standards.table(f.code_table)
-        if table is None:
-            return None
-        codes.append((f, table))
-    fields = [FieldRecheck(f.name, f.required, partial(_normalise, f)) for f in schema.fields]
+    """The plan of `schema` under `standards`, or None when a table it names is missing (the
+    full validator then explains)."""
+    ids = _table_ids(schema)
+    found = [standards.table(table_id) for table_id in ids]
+    tables = tuple(t for t in found if t is not None)
+    if len(tables) != len(ids):
+        return None
+    memo = (id(schema), *map(id, tables))
+    entry = _PLANS.get(memo)
+    if entry is None:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        plan = _build(schema, dict(zip(ids, tables, strict=True)))
+        entry = _PLANS.setdefault(memo, (schema, tables, plan))
+    return entry[2]
+
+
+def _build(schema: RecordSchema, tables: Mapping[str, CodeTable]) -> RecheckPlan:
+    codes = tuple((f, tables[f.code_table]) for f in schema.fields if f.code_table is not None)
+    fields = [
+        FieldRecheck(f.name, f.required, partial(_normalise_uncached, f, _spec_of(f)))
+        for f in schema.fields
+    ]
     rules = tuple(
         r for r in schema.rules if r.severity == "error" or r.kind not in _HARMLESS_WARNINGS
     )
@@ -70,8 +97,8 @@ def release_plan(standards: Standards, schema: RecordSchema) -> RecheckPlan | No
         fields,
         schema.natural_key,
         memo_names=memo_names if codes else (),
-        memo_check=partial(_codes_ok, schema, tuple(codes)) if codes else None,
-        record_check=partial(_rules_ok, standards, rules) if rules else None,
+        memo_check=partial(_codes_ok, schema, codes) if codes else None,
+        record_check=partial(_rules_ok, tables.get, rules) if rules else None,
     )
 
 
@@ -92,11 +119,11 @@ def _codes_ok(
     return True
 
 
-def _rules_ok(standards: Standards, rules: tuple[Rule, ...], payload: Mapping[str, str]) -> bool:
+def _rules_ok(tables: TableLookup, rules: tuple[Rule, ...], payload: Mapping[str, str]) -> bool:
     """No error-severity rule fails, and no rule raises."""
     for rule in rules:
         try:
-            failure = evaluate(rule, payload, standards.table)
+            failure = evaluate(rule, payload, tables)
         except Exception:  # the full validator raises it (or an earlier error)
             return False
         if failure is not None and rule.severity == "error":

@@ -24,7 +24,8 @@ from hierarchy_config.standards import (
     Release,
     default_release,
 )
-from node import datagen, recheck
+from hierarchy_config.standards import recheck as release_recheck
+from node import datagen, recheck, validation
 from node.records import RECORD_TYPES, ValidRecord
 from node.records import validate_record as validate_builtin
 from node.validation import BuiltinValidator, RecordValidator, ReleaseValidator
@@ -303,9 +304,16 @@ def release() -> Release:
     return default_release()
 
 
+@pytest.fixture(autouse=True)
+def fresh_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans are shared per process; each test starts with none, so nothing learnt yet."""
+    monkeypatch.setattr(release_recheck, "_PLANS", {})
+    monkeypatch.setattr(validation, "_BUILTIN_PLANS", {})
+
+
 @pytest.fixture
 def release_validator(release: Release) -> ReleaseValidator:
-    return ReleaseValidator(EffectiveStandards(release))  # a fresh one: nothing learnt yet
+    return ReleaseValidator(EffectiveStandards(release))
 
 
 def test_fast_path_gives_the_full_verdicts_against_a_release(
@@ -335,6 +343,7 @@ def test_the_same_verdicts_while_the_known_values_start_over(
     plans = [plan for plan in release_validator._plans.values() if plan is not None]
     assert plans
     assert all(len(known) <= 8 for plan in plans for known in plan._known.values())
+    assert all(len(plan._pairs) <= 8 * len(plan._known) for plan in plans)
 
 
 def test_valid_records_take_the_fast_path(release_validator: ReleaseValidator) -> None:
@@ -388,3 +397,9 @@ def test_local_codes_count_only_under_their_extension(release: Release) -> None:
         for what, change in changes:
             assert verdict(change, rules) == verdict(change, FullOnly(rules)), what
             assert verdict(change, rules)[0] == expected
+    # what does not depend on the extended table is learnt once for both
+    plans = (plain._plans, extended._plans)
+    for rules in (plain, extended):
+        rules.accepts_normalised("contribution", "k", False, {})
+    assert plans[0]["contribution"] is plans[1]["contribution"]
+    assert plans[0]["insurance_enrollment"] is not plans[1]["insurance_enrollment"]
