@@ -4,13 +4,20 @@ schemas before any release has been verified.
 `RecordValidator` is the one interface ingest (HTTP, CLI import) and receivers use. The release
 in force is read from the node's verified standards state (`StandardsChannel` while running,
 `release_in_force()` for offline commands). This module does not fetch or verify releases.
+
+Both validators here also offer `accepts_normalised(record_type, key, deleted, payload)`, a
+receiver's fast path (issue 8, `node.recheck`): True when the record is proven valid, already
+normalised and keyed `key`, without running `validate`; False when not proven (tombstones
+always), and the caller must then run `validate`. It is an optional extra, not part of
+`RecordValidator`: a validator without it (a wrapper with its own rules, say) is simply always
+checked in full. A subclass that changes `validate` must override it too (return False).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +30,10 @@ from hierarchy_config.standards import (
     StandardsError,
 )
 from hierarchy_config.standards import validate_record as validate_with_release
-from node.records import RECORD_TYPES, ValidRecord
+from hierarchy_config.standards.recheck import release_plan
+from node.recheck import FieldRecheck, RecheckPlan
+from node.records import RECORD_TYPES, RecordSchema, ValidRecord
+from node.records import _normalise_uncached as normalise_builtin
 from node.records import validate_record as validate_builtin
 from node.store import BUILTIN_STANDARDS
 
@@ -40,6 +50,28 @@ class RecordValidator(Protocol):
     def natural_key(self, record_type: str) -> tuple[str, ...] | None: ...
 
 
+def _builtin_plan(schema: RecordSchema) -> RecheckPlan:
+    fields = [
+        FieldRecheck(s.name, s.required, partial(normalise_builtin, s)) for s in schema.fields
+    ]
+    checks = schema.checks
+
+    def check(payload: Mapping[str, str]) -> bool:
+        try:
+            for run in checks:
+                run(payload)
+        except Exception:  # RecordInvalid (or worse): the full validator says which
+            return False
+        return True
+
+    return RecheckPlan(fields, schema.natural_key, record_check=check if checks else None)
+
+
+# The built-in schemas are module constants, and BuiltinValidator is made per batch: one plan
+# per record type for the process, so what it learns is kept.
+_BUILTIN_PLANS: dict[str, RecheckPlan] = {}
+
+
 class BuiltinValidator:
     standards_id = BUILTIN_STANDARDS
 
@@ -50,11 +82,28 @@ class BuiltinValidator:
         schema = RECORD_TYPES.get(record_type)
         return None if schema is None else schema.natural_key
 
+    def accepts_normalised(
+        self, record_type: str, key: str, deleted: bool, payload: Mapping[str, str]
+    ) -> bool:
+        """True if `validate` would accept the record unchanged with natural key `key`; False
+        when not proven (then run `validate`)."""
+        if deleted:
+            return False
+        plan = _BUILTIN_PLANS.get(record_type)
+        if plan is None:
+            schema = RECORD_TYPES.get(record_type)
+            if schema is None:
+                return False
+            plan = _BUILTIN_PLANS.setdefault(record_type, _builtin_plan(schema))
+        return plan.accepts(key, payload)
+
 
 class ReleaseValidator:
     def __init__(self, standards: EffectiveStandards) -> None:
         self.standards = standards
         self.standards_id = f"std-{standards.id}"
+        # Per record type: its fast re-check, or None when it has none (built on first use).
+        self._plans: dict[str, RecheckPlan | None] = {}
 
     def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, tuple[Issue, ...]]:
         result = validate_with_release(self.standards, obj)
@@ -63,6 +112,22 @@ class ReleaseValidator:
     def natural_key(self, record_type: str) -> tuple[str, ...] | None:
         schema = self.standards.schemas.get(record_type)
         return None if schema is None else schema.natural_key
+
+    def accepts_normalised(
+        self, record_type: str, key: str, deleted: bool, payload: Mapping[str, str]
+    ) -> bool:
+        """True if `validate` would accept the record unchanged with natural key `key`; False
+        when not proven (then run `validate`)."""
+        if deleted:
+            return False
+        try:
+            plan = self._plans[record_type]
+        except KeyError:
+            schema = self.standards.schemas.get(record_type)
+            if schema is None:
+                return False
+            plan = self._plans.setdefault(record_type, release_plan(self.standards, schema))
+        return plan is not None and plan.accepts(key, payload)
 
 
 def own_province(config: NodeConfig) -> str | None:

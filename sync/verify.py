@@ -143,7 +143,14 @@ def check_change_key(change: Change, rules: RecordValidator) -> None:
 
 
 def check_change(change: Change, rules: RecordValidator) -> None:
-    """A change must be a valid, normalised record whose natural key matches the one it claims."""
+    """A change must be a valid, normalised record whose natural key matches the one it claims.
+
+    A validator offering `accepts_normalised` (node.validation) answers first: it proves most
+    records good without the full validator. Whenever it cannot, the full validator runs and
+    gives the exact code and message."""
+    fast = getattr(rules, "accepts_normalised", None)
+    if fast is not None and fast(change.record_type, change.key, change.deleted, change.payload):
+        return
     obj: dict[str, object] = {"type": change.record_type, **change.payload}
     if change.deleted:
         obj["deleted"] = True

@@ -2,7 +2,8 @@
 
 `model` holds the immutable release, `codec` its canonical bytes, `extensions` provincial local
 codes, `build` a release from a folder of CSV/TOML files (and the shipped default pack), `diff`
-the changes between two releases, `validate` record validation against a release.
+the changes between two releases, `validate` record validation against a release, `recheck` a
+receiver's fast re-check of records that arrive already normalised.
 
 This package does not sign, fetch or distribute releases, and touches no database.
 """

@@ -42,7 +42,7 @@ from node.records import (
     pick_schema,
     read_fields,
 )
-from node.records import _normalise as records_normalise
+from node.records import _normalise_uncached as records_normalise
 
 __all__ = [
     "DryRunReport",
@@ -141,7 +141,7 @@ def _normalise(f: FieldDef, raw: object) -> str | None:
 
 def _normalise_uncached(f: FieldDef, spec: FieldSpec, raw: object) -> str | None:
     own = _OWN_TYPES.get(f.type)
-    if own is None:
+    if own is None:  # uncached: `_normalise` already keeps the accepted text values
         return records_normalise(spec, raw)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None

@@ -1,0 +1,167 @@
+"""A receiver's fast re-check of records that arrive valid and already normalised (issue 8).
+
+A receiver re-validates every record of every batch (ADR 0005) and wants to know one thing: is
+this payload a valid record, already in normalised form, whose natural key is the one the change
+claims? `RecheckPlan.accepts(key, payload)` answers *yes* for such a record without running the
+full validator, when it can prove it:
+
+* every field name is a field of the schema, and every required field is present;
+* every value is a string already known to be accepted by its field's normaliser *and* to come
+  out unchanged (`normalise(v) == v`). Such values are learnt from the very normaliser the full
+  validator calls, per field, in a bounded set that starts over when full; an unseen value is put
+  through that normaliser directly (so a person_id's check digit is checked for every new id);
+* the natural key joined from the payload equals `key`;
+* the record-level check the plan was built with (code tables and rules of a standards release,
+  the cross-field checks of the built-in schemas) passes.
+
+It never refuses anything: `False` means "not proven", and the caller then runs the full
+validator, which produces today's exact error codes and messages. Anything unexpected while
+proving (an exception from a normaliser or a check) also gives `False`. A payload that passes is
+exactly the record the full validator would return, so both paths give the same verdict.
+
+This module does not know tombstones (callers send them down the full path), produces no
+warnings, normalises nothing and reads no release: `hierarchy_config.standards.recheck` and
+`node.validation` build the plans. The sets and memos are plain dicts and sets mutated under the
+GIL; racing threads at worst learn a value twice or start a set over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+
+__all__ = ["FieldRecheck", "RecheckPlan", "RecordCheck"]
+
+# Values kept per field. A field whose set is full starts over, so recent values (a person's
+# records sit together in a batch) keep hitting while memory stays bounded.
+KNOWN_PER_FIELD = 4096
+# Combinations kept per plan for the memoised record-level check; starts over when full.
+MEMO_SIZE = 16384
+
+RecordCheck = Callable[[Mapping[str, str]], bool]
+"""True when a payload whose values are all accepted and canonical passes a record-level check;
+False when not proven. Never raises."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRecheck:
+    """One field: its name, whether it is required, and the full validator's normaliser for it
+    (None for an absent value, the normalised string, or an exception for a refused one)."""
+
+    name: str
+    required: bool
+    normalise: Callable[[object], str | None]
+
+
+def _tuple_getter(names: Sequence[str]) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
+    """The values of `names` as a tuple, in C; KeyError when one is absent."""
+    if len(names) >= 2:
+        return itemgetter(*names)
+    name = names[0]
+    return lambda payload: (payload[name],)
+
+
+class RecheckPlan:
+    """The fast re-check of one record type; built once per (immutable) schema and reused.
+
+    Accepted values are kept as (field name, value) pairs in one set, so the common case (every
+    item of a payload known) is one subset test in C; `_known` counts them per field.
+
+    `memo_names`/`memo_check`: a record-level check whose verdict depends only on the values of
+    those fields (absent ones as None) is run once per combination and remembered when it
+    passes. `record_check` runs on every record that got that far.
+    """
+
+    __slots__ = (
+        "_check",
+        "_key_getter",
+        "_key_names",
+        "_known",
+        "_memo",
+        "_memo_check",
+        "_memo_getter",
+        "_memo_names",
+        "_normalisers",
+        "_pairs",
+        "_required",
+    )
+
+    def __init__(
+        self,
+        fields: Sequence[FieldRecheck],
+        natural_key: Sequence[str],
+        *,
+        memo_names: Sequence[str] = (),
+        memo_check: RecordCheck | None = None,
+        record_check: RecordCheck | None = None,
+    ) -> None:
+        self._required = frozenset(f.name for f in fields if f.required)
+        self._key_names = tuple(natural_key)
+        self._key_getter = _tuple_getter(self._key_names)
+        self._normalisers = {f.name: f.normalise for f in fields}
+        self._known: dict[str, set[str]] = {f.name: set() for f in fields}
+        self._pairs: set[tuple[str, str]] = set()
+        self._memo_names = tuple(memo_names) if memo_check is not None else ()
+        self._memo_getter = _tuple_getter(self._memo_names) if self._memo_names else None
+        self._memo_check = memo_check
+        self._memo: set[tuple[str | None, ...]] = set()
+        self._check = record_check
+
+    def accepts(self, key: str, payload: Mapping[str, str]) -> bool:
+        """True only if the full validator would accept `payload` unchanged with key `key`."""
+        try:
+            if not payload.items() <= self._pairs and not self._learn_all(payload):
+                return False
+        except TypeError:  # an unhashable value: not text, so not proven
+            return False
+        if not payload.keys() >= self._required:
+            return False
+        try:
+            joined = "|".join(self._key_getter(payload))
+        except KeyError:  # a key field is absent: it counts as ""
+            joined = "|".join([payload.get(name, "") for name in self._key_names])
+        if joined != key:
+            return False
+        if self._memo_getter is not None:
+            try:
+                seen: tuple[str | None, ...] = self._memo_getter(payload)
+            except KeyError:
+                seen = tuple([payload.get(name) for name in self._memo_names])
+            if seen not in self._memo:
+                assert self._memo_check is not None
+                if not self._memo_check(payload):
+                    return False
+                if len(self._memo) >= MEMO_SIZE:
+                    self._memo.clear()
+                self._memo.add(seen)
+        return self._check is None or self._check(payload)
+
+    def _learn_all(self, payload: Mapping[str, str]) -> bool:
+        """Learn the unseen items of `payload`; False if one is not proven accepted as is."""
+        normalisers = self._normalisers
+        for name, value in payload.items():
+            if name not in normalisers:  # not a field of the schema
+                return False
+            if (name, value) not in self._pairs and not self._learn(name, value):
+                return False
+        return True
+
+    def _learn(self, name: str, value: object) -> bool:
+        """Put an unseen value through its field's normaliser; keep it if it comes out as is."""
+        if type(value) is not str:
+            return False
+        try:
+            normalised = self._normalisers[name](value)
+        except Exception:  # refused (or worse): the full validator says how
+            return False
+        if normalised != value:  # None (blank) or not in normalised form
+            return False
+        known = self._known[name]
+        if len(known) >= KNOWN_PER_FIELD:  # start this field over
+            known.clear()
+            pairs = self._pairs.copy()  # in C: another thread may be adding to it
+            self._pairs = {pair for pair in pairs if pair[0] != name}
+        known.add(value)
+        self._pairs.add((name, value))
+        return True
