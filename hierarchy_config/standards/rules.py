@@ -149,6 +149,33 @@ _KINDS: Mapping[str, Callable[[Rule, Mapping[str, str], TableLookup], Failure]] 
 }
 
 
+# The field a rule blames when it cannot be computed at all, per kind.
+_BLAMED = {
+    "id_gender": "gender_field",
+    "id_birth_date": "date_field",
+    "id_birthplace": "id_field",
+    "sum_equals": "total",
+    "max_value": "field",
+    "min_value": "field",
+    "field_lte": "left",
+    "one_of": "field",
+    "code_slice": "field",
+}
+
+
 def evaluate(rule: Rule, payload: Mapping[str, str], tables: TableLookup) -> Failure:
-    """None if `payload` passes `rule`, else (field to blame, message)."""
-    return _KINDS[rule.kind](rule, payload, tables)
+    """None if `payload` passes `rule`, else (field to blame, message).
+
+    A rule that cannot be computed on this record (a digit expected where the value has a
+    letter, because the release points the rule at a field of another type; a sum beyond the
+    decimal range; a parameter that is not a number) fails like any other rule, by its severity,
+    instead of failing the validator: a crafted record must get a precise refusal, not an
+    internal error."""
+    try:
+        return _KINDS[rule.kind](rule, payload, tables)
+    except (ArithmeticError, ValueError, IndexError, TypeError, KeyError) as exc:
+        try:
+            field = rule.param_str(_BLAMED[rule.kind])
+        except KeyError:
+            field = "type"
+        return field, f"cannot be checked by rule {rule.id} ({type(exc).__name__})"

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from hierarchy_config.standards import Release, dry_run, validate_record
+from hierarchy_config.standards.model import Rule
+from hierarchy_config.standards.rules import evaluate
 from node import datagen, records
 from node.records import RecordInvalid
 
@@ -235,3 +237,45 @@ def test_dry_run(release: Release) -> None:
     assert dataclasses.asdict(report.problems[1])["severity"] == "warning"
     text = report.render()
     assert "contribution" in text and "#300 contribution error agency_region" in text
+
+
+# -- a rule that cannot be computed on a record fails by its severity, never with a crash -------
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "payload", "blamed", "error"),
+    [
+        # the release points id_gender at a field that is not an id number
+        (
+            "id_gender",
+            {"gender_field": "g", "id_field": "n"},
+            {"g": "1", "n": "x" * 18},
+            "g",
+            "ValueError",
+        ),
+        # a sum beyond the decimal range
+        (
+            "sum_equals",
+            {"total": "t", "parts": ("a", "b")},
+            {"t": "1", "a": "9e999999", "b": "9e999999"},
+            "t",
+            "Overflow",
+        ),
+        # a slice bound that is not a number
+        (
+            "code_slice",
+            {"field": "f", "table": "t", "start": "x", "end": "2"},
+            {"f": "11"},
+            "f",
+            "ValueError",
+        ),
+    ],
+)
+def test_a_rule_that_cannot_be_computed_fails_instead_of_crashing(
+    kind: str, params: dict[str, Any], payload: dict[str, str], blamed: str, error: str
+) -> None:
+    rule = Rule("r.crafted", "warning", kind, params)
+    assert evaluate(rule, payload, lambda _table: None) == (
+        blamed,
+        f"cannot be checked by rule r.crafted ({error})",
+    )
