@@ -8,6 +8,7 @@ module only parses arguments, calls them and prints.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -328,6 +329,11 @@ def node_run(config_path: Path, log_level: str) -> None:
             await node.stop()
             raise
         click.echo(f"node {config.node_id} running on {config.node.url}; Ctrl-C to stop", err=True)
+        # What start-up made (modules, the parsed standards release, configuration) lives as long
+        # as the process: move it out of the collector's sight, so collections triggered by the
+        # many short-lived objects of each received batch no longer walk it (issue 8: it saves
+        # two thirds of a receiving node's collection time, ~5 % of its CPU during a catch-up).
+        gc.freeze()
         await stop.wait()
         logging.getLogger("lsnet.node").info("stopping")
         await node.stop()
