@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect
 
 from node.db import Database, head_revision
 from node.schema import metadata
+from tests.support.pg import SKIP_REASON, PgDatabases, pg_url
 
 
 def test_migrated_schema_matches_table_definitions(tmp_path: Path) -> None:
@@ -45,3 +47,23 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     finally:
         db.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_compresses_batch_bodies_with_lz4() -> None:
+    url = pg_url()
+    if url is None:
+        pytest.skip(SKIP_REASON)
+    dbs = PgDatabases(url)
+    db = Database(dbs.new())
+    try:
+        db.migrate()
+        with db.reader.connect() as conn:
+            method = conn.exec_driver_sql(
+                "SELECT attcompression FROM pg_attribute"
+                " WHERE attrelid = 'batches'::regclass AND attname = 'body'"
+            ).scalar()
+        assert method == "l"  # lz4 (this server is built with it, as Debian's is)
+    finally:
+        db.close()
+        dbs.close()
