@@ -34,6 +34,7 @@ from bench.one_hop import (
     _connect,
     _cpu_seconds,
     _healthy,
+    _metrics,
     _peak_rss_kib,
     _spawn,
     _stop,
@@ -254,7 +255,13 @@ def _pg_ceiling(
 
 
 def timed_hops(
-    tree: Tree, levels: list[str], target: str, epoch: str, last_seq: int, timeout_s: float
+    tree: Tree,
+    levels: list[str],
+    target: str,
+    epoch: str,
+    last_seq: int,
+    timeout_s: float,
+    servers: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Start `levels` top-down as processes; time until `target` has applied the city's log."""
     procs: dict[str, Any] = {}
@@ -281,6 +288,7 @@ def timed_hops(
             STARTUP_TIMEOUT_S,
         )
         cpu0 = {lv: _cpu_seconds(p.pid) or 0.0 for lv, p in procs.items()}
+        server0 = {k: server_cpu_seconds(d) for k, d in (servers or {}).items()}
         seq = 0
         deadline = time.monotonic() + timeout_s
         with engine.connect() as conn:
@@ -302,17 +310,47 @@ def timed_hops(
             raise BenchError(f"{target} reached seq {seq} of {last_seq} within {timeout_s}s")
         rss = {lv: (_peak_rss_kib(p.pid) or 0) / 1024 for lv, p in procs.items()}
         cpu = {lv: (_cpu_seconds(p.pid) or 0.0) - cpu0[lv] for lv, p in procs.items()}
+        server_cpu = {k: server_cpu_seconds(d) - server0[k] for k, d in (servers or {}).items()}
+        city_m, target_m = _metrics(tree.urls_http["city"]), _metrics(tree.urls_http[target])
     finally:
         engine.dispose()
         for p in reversed(list(procs.values())):
             _stop(p)
     seconds = done - started
+    round_trips = city_m.get("lsnet_sync_push_seconds_sum", 0.0)
     return {
         "seconds": seconds,
         "records_per_s": last_seq / seconds,
         "peak_rss_mib": rss,
         "cpu_s": cpu,
+        # Where the wall time went, from the nodes' own metrics: the city waiting for answers
+        # (of which the target applying in its database), and the rest (the city cutting,
+        # signing and recording acknowledgements between pushes).
+        "city_push_round_trips_s": round_trips,
+        "city_pushes": int(city_m.get("lsnet_sync_push_seconds_count", 0.0)),
+        "target_apply_s": target_m.get("lsnet_sync_apply_seconds_sum", 0.0),
+        "city_between_pushes_s": max(0.0, seconds - round_trips),
+        "server_cpu_s": server_cpu,
     }
+
+
+def server_cpu_seconds(datadir: Path) -> float:
+    """CPU time so far of a PostgreSQL cluster's server processes (the postmaster and its live
+    children: the nodes' backends, WAL writer, checkpointer ...), from /proc."""
+    try:
+        postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = _cpu_seconds(postmaster) or 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text_ = stat.read_text()
+        except OSError:
+            continue
+        fields = text_[text_.rindex(")") + 2 :].split()
+        if int(fields[1]) == postmaster:  # ppid
+            total += _cpu_seconds(int(stat.parent.name)) or 0.0
+    return total
 
 
 def check_content(tree: Tree, holder: str, n: int) -> None:

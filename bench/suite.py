@@ -136,12 +136,14 @@ def _hop(
     target: str,
     timeout_s: float,
     work: Path,
+    servers: dict[str, Path] | None = None,
 ) -> tuple[hops.Tree, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """A hop with its own tree (PostgreSQL databases)."""
+    """A hop with its own tree (PostgreSQL databases); `servers`: data folders of throw-away
+    clusters whose server CPU is measured during the run."""
     tree = hops.lay_out_tree(work, databases)
     prep = asyncio.run(hops.prepare_tree(tree, n))
     ceil = hops.ceiling(hops.city_rows(tree), tree.urls[target], work)
-    run = hops.timed_hops(tree, levels, target, prep["epoch"], prep["last_seq"], timeout_s)
+    run = hops.timed_hops(tree, levels, target, prep["epoch"], prep["last_seq"], timeout_s, servers)
     hops.check_content(tree, target, n)
     return tree, prep, ceil, run
 
@@ -416,6 +418,7 @@ def pg_vs_logical(n: int, timeout_s: float) -> list[Figure]:
             "province",
             timeout_s,
             work,
+            {"city": a.datadir, "province": b.datadir},
         )
         rows = hops.city_rows(tree)
         lr = _logical_replication(a, b, rows, timeout_s)

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 from collections import deque
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,19 @@ class Mode(StrEnum):
     BACKING_OFF = "backing_off"
 
 
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A transfer read and sealed ahead: its batches, the push and its bytes, when it was made."""
+
+    pending: list[PendingBatch]
+    sealed: tuple[Push, bytes]
+    made_at: float
+
+    @property
+    def ids(self) -> list[int]:
+        return [p.id for p in self.pending]
+
+
 class UpstreamQueue:
     """Sends this node's batches and its relay queue to one parent."""
 
@@ -111,6 +125,7 @@ class UpstreamQueue:
         self.in_flight = False
         self.transfers = 0
         self._prepared = 0  # batches cut while the last transfer was in flight
+        self._ready: _Ready | None = None  # the next push, sealed while the last was in flight
         self.events: SecurityEvents | None = None
         # Operator controls (network_mgmt.link_admin persists `paused`); the recent failures of
         # this link, newest last, for `lsnet links errors` and the heartbeat.
@@ -213,18 +228,32 @@ class UpstreamQueue:
         now = self.clock.time_ms()
         # Batches the previous transfer prepared while in flight count towards this one's.
         prepared, self._prepared = self._prepared, 0
+        ready, self._ready = self._ready, None
         await self._cut(now, self.limits.max_batches_per_transfer - prepared)
         # After a failed transfer the parent may well still be down: the next attempt carries
         # one batch, cheap to read, sign and lose; an answered one opens the full window again.
         window = 1 if self.state.failures else self.limits.max_batches_per_transfer
-        pending = await self.store.next_transfer(window, max(self.limits.max_body_bytes // 2, 1024))
+        # A push sealed while the previous transfer was in flight is sent if it is still exactly
+        # what would be read now (one small query instead of reading, packing and signing).
+        sealed = None
+        if (
+            ready is not None
+            and window > 1
+            and self._still_ready(ready)
+            and await self.store.next_transfer_ids(window, self._transfer_bytes) == ready.ids
+        ):
+            pending, sealed = ready.pending, ready.sealed
+        else:
+            pending = await self.store.next_transfer(window, self._transfer_bytes)
         if not pending:
             await self._succeeded(Mode.LIVE, touched=False)
             return False
         full = len(pending) >= window
         self.in_flight = True
         try:
-            progress = await self._send_preparing_next(pending, now, prepare=full and window > 1)
+            progress = await self._send_preparing_next(
+                pending, now, prepare=full and window > 1, sealed=sealed
+            )
         finally:
             self.in_flight = False
         self.transfers += 1
@@ -232,22 +261,45 @@ class UpstreamQueue:
         return progress
 
     async def _send_preparing_next(
-        self, pending: list[PendingBatch], now_ms: int, *, prepare: bool
+        self,
+        pending: list[PendingBatch],
+        now_ms: int,
+        *,
+        prepare: bool,
+        sealed: tuple[Push, bytes] | None = None,
     ) -> bool:
         """Send one transfer; during a backlog (`prepare`), cut and sign the next transfer's
-        batches while this one is in flight, so the parent's work and ours overlap. Preparing is
-        not sending: the next transfer leaves only after this one is answered (one transfer in
-        flight per parent). A failed cut is logged and retried by the next transfer."""
-        send = asyncio.ensure_future(self._send(pending))
+        batches, read them and seal the next push while this one is in flight, so the parent's
+        work and ours overlap. Preparing is not sending: the next transfer leaves only after this
+        one is answered (one transfer in flight per parent), and only if it is still exactly the
+        next one then. A failed preparation is logged and redone by the next transfer."""
+        send = asyncio.ensure_future(self._send(pending, sealed))
         if prepare:
             try:
                 self._prepared = await self._cut(now_ms, self.limits.max_batches_per_transfer)
+                following = await self.store.next_transfer(
+                    self.limits.max_batches_per_transfer,
+                    self._transfer_bytes,
+                    after_id=max(p.id for p in pending),
+                )
+                if following:
+                    self._ready = _Ready(following, self._seal(following), self.clock.monotonic())
             except asyncio.CancelledError:
                 send.cancel()
                 raise
             except Exception:
-                log.exception("UP [%s] cutting the next transfer failed", self.parent.id)
+                log.exception("UP [%s] preparing the next transfer failed", self.parent.id)
         return await send
+
+    @property
+    def _transfer_bytes(self) -> int:
+        return max(self.limits.max_body_bytes // 2, 1024)
+
+    def _still_ready(self, ready: _Ready) -> bool:
+        """A sealed push is used only soon after it was made: its send time must stay well
+        inside the parent's allowed clock skew."""
+        age = self.clock.monotonic() - ready.made_at
+        return age <= self.settings.max_clock_skew_s / 10
 
     async def _cut(self, now_ms: int, count: int) -> int:
         """Cut and sign up to `count` new batches, in one transaction."""
@@ -258,7 +310,8 @@ class UpstreamQueue:
             self.key, limits.max_batch_changes, limits.max_batch_bytes, now_ms, count
         )
 
-    async def _send(self, pending: list[PendingBatch]) -> bool:
+    def _seal(self, pending: list[PendingBatch]) -> tuple[Push, bytes]:
+        """The push carrying `pending` and its signed envelope bytes."""
         push = Push(
             sender=self.node_id,
             destination=self.parent.id,
@@ -267,7 +320,12 @@ class UpstreamQueue:
             batches=tuple(p.signed for p in pending),
         )
         envelope = push.to_bytes()
-        body = Sealed(envelope, sign(self.key, PURPOSE_PUSH, envelope)).to_bytes()
+        return push, Sealed(envelope, sign(self.key, PURPOSE_PUSH, envelope)).to_bytes()
+
+    async def _send(
+        self, pending: list[PendingBatch], sealed: tuple[Push, bytes] | None = None
+    ) -> bool:
+        push, body = sealed if sealed is not None else self._seal(pending)
         started = self.clock.monotonic()
         try:
             answer = await self.transport.post(self.parent.id, self.parent.url + PUSH_PATH, body)

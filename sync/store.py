@@ -170,12 +170,10 @@ def cut_batches_txn(
     return made
 
 
-def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> list[PendingBatch]:
-    """The oldest unacknowledged batches, bounded in count and bytes.
-
-    A quarantined batch, and the batches of its (origin, epoch) after it, wait for an operator:
-    sending them would only produce gaps at the parent. The batches before it are still sent.
-    """
+def _transfer_rows(
+    conn: Connection, max_batches: int, max_bytes: int, after_id: int
+) -> list[Any]:
+    """Id, origin, epoch, range and size of the batches `next_transfer_txn` would send."""
     q = aliased(batches)
     blocked = exists().where(
         and_(
@@ -194,7 +192,7 @@ def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> lis
             batches.c.last_seq,
             batches.c.size,
         )
-        .where(batches.c.acked.is_(False), ~blocked)
+        .where(batches.c.acked.is_(False), batches.c.id > after_id, ~blocked)
         .order_by(batches.c.id)
         .limit(max_batches)
     ).all()
@@ -205,6 +203,24 @@ def next_transfer_txn(conn: Connection, max_batches: int, max_bytes: int) -> lis
             break
         chosen.append(row)
         total += row.size
+    return chosen
+
+
+def next_transfer_ids_txn(conn: Connection, max_batches: int, max_bytes: int) -> list[int]:
+    """The ids of the batches `next_transfer_txn` would return now, without their bytes."""
+    return [row.id for row in _transfer_rows(conn, max_batches, max_bytes, 0)]
+
+
+def next_transfer_txn(
+    conn: Connection, max_batches: int, max_bytes: int, after_id: int = 0
+) -> list[PendingBatch]:
+    """The oldest unacknowledged batches (with an id above `after_id`), bounded in count and
+    bytes.
+
+    A quarantined batch, and the batches of its (origin, epoch) after it, wait for an operator:
+    sending them would only produce gaps at the parent. The batches before it are still sent.
+    """
+    chosen = _transfer_rows(conn, max_batches, max_bytes, after_id)
     out = []
     for row in chosen:
         full = conn.execute(
@@ -492,8 +508,13 @@ class SyncStore:
     ) -> int:
         return await self.db.write(cut_batches_txn, key, max_changes, max_bytes, now_ms, count)
 
-    async def next_transfer(self, max_batches: int, max_bytes: int) -> list[PendingBatch]:
-        return await self.db.read(next_transfer_txn, max_batches, max_bytes)
+    async def next_transfer(
+        self, max_batches: int, max_bytes: int, after_id: int = 0
+    ) -> list[PendingBatch]:
+        return await self.db.read(next_transfer_txn, max_batches, max_bytes, after_id)
+
+    async def next_transfer_ids(self, max_batches: int, max_bytes: int) -> list[int]:
+        return await self.db.read(next_transfer_ids_txn, max_batches, max_bytes)
 
     async def apply_acks(self, marks: Sequence[Watermark]) -> tuple[int, int]:
         return await self.db.write(apply_acks_txn, marks)

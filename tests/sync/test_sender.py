@@ -17,7 +17,7 @@ from node.schema import batches
 from security.keys import NodeKey
 from sync.scrub import scrub
 from sync.sender import Mode
-from sync.wire import Code, Push, Sealed, SignedBatch
+from sync.wire import BatchHeader, Code, Push, Sealed, SignedBatch
 from tests.support.network import TestNet, make_network, wait_until
 from tests.sync.helpers import valid_records
 
@@ -552,4 +552,75 @@ async def test_attempts_after_a_failure_carry_one_batch_until_one_is_answered(
         assert sum(after) == n // per_batch
         assert queue.state.failures == 0
     finally:
+        await net.stop_all()
+
+
+class BodyTransport:
+    """The queue's own transport, keeping the bytes of every push."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.bodies: list[bytes] = []
+
+    async def post(self, peer: str, url: str, body: bytes) -> bytes:
+        self.bodies.append(body)
+        answer: bytes = await self.inner.post(peer, url, body)
+        return answer
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _first_seqs(body: bytes) -> list[int]:
+    push = Push.from_bytes(Sealed.from_bytes(body).envelope, max_batches=1000)
+    return [BatchHeader.from_bytes(b.header_bytes).first_seq for b in push.batches]
+
+
+async def test_a_push_sealed_ahead_is_sent_only_while_it_is_still_the_next_one(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    net = small_net(tmp_path, database_for, overrides=FAST)
+    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
+    per_batch, per_transfer = 10, 2
+    for node_id in (province_id, city_id):
+        net.configs[node_id] = with_limits(
+            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
+        )
+    await init(net, province_id, city_id)
+    province = await net.start(province_id)
+    city = net.open(city_id)  # not started: the test drives its queue by hand
+    queue = city.upstream
+    assert queue is not None
+    transport = BodyTransport(queue.transport)
+    queue.transport = transport
+    try:
+        await city.ingest(valid_records(city_id, 100, seed=7))
+        assert await queue.transfer_once() is True
+        ahead = queue._ready
+        assert ahead is not None  # the second transfer was read and sealed meanwhile
+        assert _first_seqs(ahead.sealed[1]) == [21, 31]
+        assert await queue.transfer_once() is True
+        assert transport.bodies[1] is ahead.sealed[1]  # sent as sealed, not made again
+        ahead = queue._ready
+        assert ahead is not None and _first_seqs(ahead.sealed[1]) == [41, 51]
+
+        # Something changed behind the queue's back (here: the first of those batches was
+        # acknowledged): the sealed push is no longer the next one and is not sent.
+        def ack_first(conn: Connection) -> None:
+            conn.execute(
+                update(batches).where(batches.c.id == ahead.pending[0].id).values(acked=True)
+            )
+
+        await city.db.write(ack_first)
+        assert await queue.transfer_once() is True
+        assert transport.bodies[2] is not ahead.sealed[1]
+        assert _first_seqs(transport.bodies[2]) == [51]  # the only other batch cut so far
+        # 41-50 never came: the province answers with a gap and its watermark, and the city
+        # takes back the acknowledgement planted above and sends the rest.
+        assert await applied(province, city_id) == 40
+        while await queue.transfer_once():
+            assert len(transport.bodies) <= 10, "does not converge"
+        assert await applied(province, city_id) == 100
+    finally:
+        await city.stop()
         await net.stop_all()
