@@ -46,13 +46,26 @@ class DemoOptions:
     seed: int = 1
 
 
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """A base port such that `count` consecutive ports are free right now."""
+    """A base port such that `count` consecutive ports are free right now.
+
+    Chosen below the system's ephemeral range: a port found free there could be taken by any
+    outgoing connection (a database client, an HTTP request) before the node binds it."""
     import random
 
     rng = random.Random()
+    high = min(ephemeral_low(), 60000)
+    low = 10000 if high - count > 12000 else 1024
     for _ in range(attempts):
-        base = rng.randrange(20000, 60000 - count)
+        base = rng.randrange(low, high - count)
         socks = []
         try:
             for port in range(base, base + count):

@@ -44,6 +44,7 @@ from hierarchy_config.network_init import NetworkLayout, init_network
 from node.app import Node
 from node.datagen import generate_records
 from node.db import sqlite_path
+from node.demo import ephemeral_low
 from node.records import validate_record
 
 MAINLAND = 31
@@ -134,14 +135,6 @@ async def _gather_bounded(coros: Sequence[Any], group: int = START_GROUP) -> lis
     for i in range(0, len(coros), group):
         out.extend(await asyncio.gather(*coros[i : i + group]))
     return out
-
-
-def ephemeral_low() -> int:
-    """The lowest port the kernel hands out for outgoing connections (32768 by default)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 class PortHold:
