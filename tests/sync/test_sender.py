@@ -323,6 +323,21 @@ async def test_batches_before_a_poisoned_one_are_still_delivered(
         await net.stop_all()
 
 
+async def limited_net(
+    tmp_path: Path, database_for: Callable[[str], str], per_batch: int, per_transfer: int
+) -> tuple[TestNet, str, str]:
+    """`small_net` with small batches and transfers on the province and the city, both
+    initialised; returns the network, the province's id and the city's."""
+    net = small_net(tmp_path, database_for, overrides=FAST)
+    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
+    for node_id in (province_id, city_id):
+        net.configs[node_id] = with_limits(
+            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
+        )
+    await init(net, province_id, city_id)
+    return net, province_id, city_id
+
+
 # -- a backlog -------------------------------------------------------------------------------------
 
 
@@ -350,14 +365,8 @@ class CountingTransport:
 async def test_the_next_transfer_is_prepared_while_one_is_in_flight(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
-    net = small_net(tmp_path, database_for, overrides=FAST)
-    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
     per_batch, per_transfer = 10, 2
-    for node_id in (province_id, city_id):
-        net.configs[node_id] = with_limits(
-            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
-        )
-    await init(net, province_id, city_id)
+    net, province_id, city_id = await limited_net(tmp_path, database_for, per_batch, per_transfer)
     province = await net.start(province_id)
     city = net.open(city_id)  # not started: the test drives its queue by hand
     queue = city.upstream
@@ -388,14 +397,8 @@ async def test_the_next_transfer_is_prepared_while_one_is_in_flight(
 async def test_backlog_is_sent_in_bounded_transfers(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
-    net = small_net(tmp_path, database_for, overrides=FAST)
-    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
     per_batch, per_transfer = 10, 2
-    for node_id in (province_id, city_id):
-        net.configs[node_id] = with_limits(
-            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
-        )
-    await init(net, province_id, city_id)
+    net, province_id, city_id = await limited_net(tmp_path, database_for, per_batch, per_transfer)
     province = await net.start(province_id)
     city = net.open(city_id)  # not started: the test drives its queue by hand
     queue = city.upstream
@@ -495,66 +498,6 @@ def _tamper_first_batch_of(conn: Connection, origin: str) -> None:
     conn.execute(update(batches).where(batches.c.id == first.id).values(body=body))
 
 
-class RecordingTransport:
-    """The queue's own transport, noting how many batches each push carried."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.batches: list[int] = []
-
-    async def post(self, peer: str, url: str, body: bytes) -> bytes:
-        push = Push.from_bytes(Sealed.from_bytes(body).envelope, max_batches=1000)
-        self.batches.append(len(push.batches))
-        answer: bytes = await self.inner.post(peer, url, body)
-        return answer
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-async def test_attempts_after_a_failure_carry_one_batch_until_one_is_answered(
-    tmp_path: Path, database_for: Callable[[str], str]
-) -> None:
-    net = small_net(tmp_path, database_for, overrides=FAST)
-    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
-    per_batch, per_transfer = 10, 4
-    for node_id in (province_id, city_id):
-        net.configs[node_id] = with_limits(
-            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
-        )
-    await init(net, province_id, city_id)
-    city = net.open(city_id)  # the province is down
-    queue = city.upstream
-    assert queue is not None
-    transport = RecordingTransport(queue.transport)
-    queue.transport = transport
-    await city.start()
-    net.nodes[city_id] = city
-    try:
-        n = 200  # 20 batches: five full transfers
-        await city.ingest(valid_records(city_id, n, seed=6))
-        await wait_until(lambda: len(transport.batches) >= 3, 20, "three failed attempts")
-        # The first attempt did not know the parent was down; the later ones carried one batch.
-        assert transport.batches[0] == per_transfer
-        assert set(transport.batches[1:]) == {1}
-        assert queue.state.failures >= 2
-        before = len(transport.batches)
-        province = await net.start(province_id)
-
-        async def caught_up() -> bool:
-            return await applied(province, city_id) >= n
-
-        await wait_until(caught_up, 30, "the backlog applied")
-        after = transport.batches[before:]
-        # One single-batch attempt is answered, then full transfers again.
-        assert after[0] == 1
-        assert after[1] == per_transfer
-        assert sum(after) == n // per_batch
-        assert queue.state.failures == 0
-    finally:
-        await net.stop_all()
-
-
 class BodyTransport:
     """The queue's own transport, keeping the bytes of every push."""
 
@@ -576,17 +519,49 @@ def _first_seqs(body: bytes) -> list[int]:
     return [BatchHeader.from_bytes(b.header_bytes).first_seq for b in push.batches]
 
 
+async def test_attempts_after_a_failure_carry_one_batch_until_one_is_answered(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    per_batch, per_transfer = 10, 4
+    net, province_id, city_id = await limited_net(tmp_path, database_for, per_batch, per_transfer)
+    city = net.open(city_id)  # the province is down
+    queue = city.upstream
+    assert queue is not None
+    transport = BodyTransport(queue.transport)
+    queue.transport = transport
+    await city.start()
+    net.nodes[city_id] = city
+    try:
+        n = 200  # 20 batches: five full transfers
+        await city.ingest(valid_records(city_id, n, seed=6))
+        await wait_until(lambda: len(transport.bodies) >= 3, 20, "three failed attempts")
+        # The first attempt did not know the parent was down; the later ones carried one batch.
+        sizes = [len(_first_seqs(body)) for body in transport.bodies]
+        assert sizes[0] == per_transfer
+        assert set(sizes[1:]) == {1}
+        assert queue.state.failures >= 2
+        before = len(transport.bodies)
+        province = await net.start(province_id)
+
+        async def caught_up() -> bool:
+            return await applied(province, city_id) >= n
+
+        await wait_until(caught_up, 30, "the backlog applied")
+        after = [len(_first_seqs(body)) for body in transport.bodies[before:]]
+        # One single-batch attempt is answered, then full transfers again.
+        assert after[0] == 1
+        assert after[1] == per_transfer
+        assert sum(after) == n // per_batch
+        assert queue.state.failures == 0
+    finally:
+        await net.stop_all()
+
+
 async def test_a_push_sealed_ahead_is_sent_only_while_it_is_still_the_next_one(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
-    net = small_net(tmp_path, database_for, overrides=FAST)
-    (province_id,), (city_id,) = net.province_ids(), net.city_ids()
     per_batch, per_transfer = 10, 2
-    for node_id in (province_id, city_id):
-        net.configs[node_id] = with_limits(
-            net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
-        )
-    await init(net, province_id, city_id)
+    net, province_id, city_id = await limited_net(tmp_path, database_for, per_batch, per_transfer)
     province = await net.start(province_id)
     city = net.open(city_id)  # not started: the test drives its queue by hand
     queue = city.upstream
