@@ -170,9 +170,7 @@ def cut_batches_txn(
     return made
 
 
-def _transfer_rows(
-    conn: Connection, max_batches: int, max_bytes: int, after_id: int
-) -> list[Any]:
+def _transfer_rows(conn: Connection, max_batches: int, max_bytes: int, after_id: int) -> list[Any]:
     """Id, origin, epoch, range and size of the batches `next_transfer_txn` would send."""
     q = aliased(batches)
     blocked = exists().where(
