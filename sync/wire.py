@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import chain
@@ -185,11 +185,20 @@ class Change(NamedTuple):
             raise WireError(Code.MALFORMED, "change has a field of the wrong type")
         if seq < 1 or version < 1 or not rtype or not key or len(key) > 512 or len(rtype) > 64:
             raise WireError(Code.MALFORMED, "change has an out-of-range field")
-        kinds = set(map(type, payload))
-        kinds.update(map(type, payload.values()))
-        if kinds and kinds != _ONLY_STR:
+        if not _only_strings((payload,)):
             raise WireError(Code.MALFORMED, "change payload must map strings to strings")
         return cls._make(obj)
+
+
+def _only_strings(payloads: Iterable[dict[Any, Any]]) -> bool:
+    """Whether every key and value of these maps is a string: str.join takes nothing else (and
+    msgpack makes exact strings), so the check runs in C."""
+    try:
+        "".join(chain.from_iterable(payloads))
+        "".join(chain.from_iterable(map(dict.values, payloads)))
+    except TypeError:
+        return False
+    return True
 
 
 _ONLY_STR = {str}
@@ -374,10 +383,7 @@ def _decode_changes_fast(raw: list[Any]) -> list[Change] | None:
         or max(map(len, keys)) > 512
     ):
         return None
-    try:  # str.join takes nothing but strings (msgpack makes exact ones): a type check in C
-        "".join(chain.from_iterable(payloads))
-        "".join(chain.from_iterable(map(dict.values, payloads)))
-    except TypeError:
+    if not _only_strings(payloads):
         return None
     return list(map(Change._make, raw))
 
