@@ -197,6 +197,10 @@ class SyncConfig(_Frozen):
     # Re-validate every received record against the record schemas (ADR 0005). When false, a
     # receiver still checks signatures, digests, shapes and that each key matches its fields.
     revalidate_records: bool = True
+    # Write received pushes in a separate process, so that each batch is written while the next
+    # is verified (sync.apply_worker, ADR 0014). Uses a second database connection and about
+    # one more core while a backlog arrives; ignored for an in-memory database.
+    apply_process: bool = False
     # What a receiver does with a record that fails validation inside a sound, signed batch (a
     # poison record, e.g. a code this node's standards do not know yet). "hold": keep the record
     # aside for an operator (`lsnet links held ...`), apply the rest of the batch and go on, so

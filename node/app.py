@@ -24,7 +24,7 @@ from network_mgmt.rollout import REPORT_PATH, RolloutView
 from network_mgmt.security_feed import REPORT_INTERVAL_S, FeedError, SecurityFeed
 from network_mgmt.security_feed import REPORT_PATH as SECURITY_REPORT_PATH
 from node.clock import Clock, SystemClock
-from node.db import Database
+from node.db import Database, is_sqlite, sqlite_path
 from node.key_sync import KeySync
 from node.peer_auth import PeerAuth, PeerGate
 from node.records import ValidRecord
@@ -40,6 +40,7 @@ from security.http_signatures import Signer
 from security.keyring import KeyRing
 from security.keys import NodeKey, load_signing_key
 from sync.anti_entropy import AntiEntropy, AntiEntropyMetrics, AntiEntropyServer
+from sync.apply_worker import ApplyWorker, ApplyWorkerDown
 from sync.errors import PeerUnavailable
 from sync.metrics import SyncMetrics
 from sync.receiver import PushReceiver
@@ -88,6 +89,7 @@ class Node:
     anti_entropy: AntiEntropy | None = None
     ae_server: AntiEntropyServer | None = None
     restore_server: RestoreServer | None = None
+    apply_worker: ApplyWorker | None = None
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -356,6 +358,8 @@ class Node:
                     "version": SOFTWARE_VERSION,
                 },
             )
+        if self.config.sync.apply_process and self.config.children:
+            await self._start_apply_process()
         if serve:
             from node.http_api import build_app
 
@@ -443,8 +447,31 @@ class Node:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.apply_worker is not None:
+            self.receiver.apply_worker = None
+            await asyncio.to_thread(self.apply_worker.stop)
+            self.apply_worker = None
         await self.transport.close()
         await asyncio.to_thread(self.db.close)
+
+    async def _start_apply_process(self) -> None:
+        """Start the process that writes received pushes (`[sync] apply_process`, ADR 0014)."""
+        url = self.config.node.database
+        if is_sqlite(url) and sqlite_path(url) is None:
+            log.warning(
+                "[sync] apply_process needs a database file or server, not an in-memory "
+                "database; received pushes are applied in this process"
+            )
+            return
+        worker = ApplyWorker(url)
+        try:
+            await asyncio.to_thread(worker.start)
+        except ApplyWorkerDown as exc:
+            log.error("%s; received pushes are applied in this process", exc)
+            return
+        self.apply_worker = worker
+        self.receiver.apply_worker = worker
+        log.info("received pushes are written by the apply process (pid %s)", worker.pid)
 
     # -- use cases -------------------------------------------------------------------------------
     def _release_in_force(self, version: int, data: bytes, extensions: Mapping[str, bytes]) -> None:

@@ -19,6 +19,11 @@ class BatchRejected(SyncError):
         self.message = message
 
 
+class ApplyFailed(SyncError):
+    """Verified batches could not be written (the database failed, or the apply process of
+    `sync.apply_worker` did): nothing of the push is written and the sender should retry."""
+
+
 class PeerUnavailable(Exception):
     """The peer could not be reached or gave no usable answer. `can_retry` is True when the same
     transfer may succeed later unchanged (timeouts, refused connections, 5xx)."""

@@ -26,7 +26,8 @@ from security.keyring import KeyRing
 from security.keys import NodeKey
 from security.ratelimit import RateLimiter
 from security.signing import sign
-from sync.errors import BatchRejected
+from sync.apply_worker import ApplyJob, ApplyWorker, ApplyWorkerDown
+from sync.errors import ApplyFailed, BatchRejected
 from sync.metrics import SyncMetrics
 from sync.store import SyncStore
 from sync.verify import VerifiedBatch, verify_batch
@@ -34,11 +35,13 @@ from sync.wire import (
     CONTENT_TYPE,
     PURPOSE_PUSH,
     PURPOSE_PUSH_REPLY,
+    BatchHeader,
     BatchStatus,
     Code,
     Push,
     PushReply,
     Sealed,
+    WireError,
     packb,
 )
 
@@ -116,6 +119,8 @@ class PushReceiver:
         # because this node's operator asked the child for it again (network_mgmt.resend).
         self.repair_wanted: Callable[[str, int, int], bool] | None = None
         self.on_repaired: Callable[[str, int], None] | None = None
+        # Set by the node when `[sync] apply_process` is on (sync.apply_worker, ADR 0014).
+        self.apply_worker: ApplyWorker | None = None
         limits = config.limits
         self.per_peer = RateLimiter(limits.peer_requests_per_s, limits.peer_burst)
         self.per_address = RateLimiter(limits.bad_requests_per_s, limits.bad_burst)
@@ -145,6 +150,7 @@ class PushReceiver:
                 self.per_address.retry_after(address), "too many refused requests"
             )
         sender = ""
+        job: ApplyJob | None = None
         try:
             # The same door as the other child routes: size, sender, destination, envelope
             # signature, clock, nonce, and the HTTP signer being the sender.
@@ -155,8 +161,13 @@ class PushReceiver:
                 raise ReceiveError(
                     Code.RATE_LIMITED, f"node {push.sender} exceeds its request rate"
                 )
-            verified = self._verify_all(push)
+            # With an apply process, each batch is written there while the next is verified
+            # here; a batch that fails verification aborts the job and nothing is written.
+            job = self._begin_job(push)
+            verified = self._verify_all(push, job.feed if job is not None else None)
         except ReceiveError as exc:
+            if job is not None:
+                job.abort()
             if exc.code is Code.RATE_LIMITED:
                 self.metrics.rejected.labels(exc.code.value).inc()
                 return limited_response(self.per_peer.retry_after(sender), exc.message)
@@ -184,7 +195,17 @@ class PushReceiver:
         now_ms = self.clock.time_ms()
         keep = self.config.parent is not None
         wanted = self.repair_wanted
-        if wanted is not None and any(
+        if job is not None:
+            try:
+                results, marks = await job.finish(subtree)
+            except ApplyFailed as exc:
+                log.error("IN [%s] push verified but not written: %s", push.sender, exc)
+                self.metrics.rejected.labels(Code.INTERNAL.value).inc()
+                err = {"code": Code.INTERNAL.value, "message": f"not written, send again: {exc}"}
+                return web.Response(
+                    status=503, body=packb({"error": err}), content_type=CONTENT_TYPE
+                )
+        elif wanted is not None and any(
             wanted(vb.header.origin, vb.header.last_seq, now_ms) for vb in verified
         ):
             from sync.ae_store import repair_push_txn  # anti-entropy's apply, built on sync.store
@@ -264,7 +285,30 @@ class PushReceiver:
     def _parse(self, envelope: bytes) -> Push:
         return Push.from_bytes(envelope, max_batches=self.config.limits.max_batches_per_transfer)
 
-    def _verify_all(self, push: Push) -> list[VerifiedBatch]:
+    def _begin_job(self, push: Push) -> ApplyJob | None:
+        """A job on the apply process for this push, or None to apply it in this process (no
+        apply process, or one of its batches is an anti-entropy repair this node asked for)."""
+        worker = self.apply_worker
+        if worker is None or not worker.running or not push.batches:
+            return None
+        now_ms = self.clock.time_ms()
+        wanted = self.repair_wanted
+        if wanted is not None:
+            for signed in push.batches:
+                try:
+                    header = BatchHeader.from_bytes(signed.header_bytes)
+                except WireError:
+                    return None  # verification says what is wrong with it
+                if wanted(header.origin, header.last_seq, now_ms):
+                    return None
+        try:
+            return worker.begin(now_ms, self.config.parent is not None)
+        except ApplyWorkerDown:
+            return None
+
+    def _verify_all(
+        self, push: Push, feed: Callable[[VerifiedBatch], None] | None = None
+    ) -> list[VerifiedBatch]:
         out = []
         for index, signed in enumerate(push.batches):
             try:
@@ -283,4 +327,6 @@ class PushReceiver:
                 )
             except BatchRejected as exc:
                 raise ReceiveError(exc.code, exc.message, batch=index) from None
+            if feed is not None:
+                feed(out[-1])
         return out

@@ -14,6 +14,7 @@ points; the thread interleaving is up to the operating system.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -221,3 +222,62 @@ def test_province_killed_mid_push_repeatedly(make_procnet: MakeNet) -> None:
     expected = {c.node_id: len(natural_keys(data[c.node_id])) for c in cities}
     assert expected == {c.node_id: rounds * per_round for c in cities}
     assert_network_holds_exactly(net, expected)
+
+
+def _apply_processes(pid: int) -> set[int]:
+    """Live (not zombie) apply processes of node process `pid`, from /proc (multiprocessing's
+    resource tracker is a child too, and is not one)."""
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            found.update(int(p) for p in fh.read().split())
+    apply = set()
+    for child in found:
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{child}/cmdline", "rb") as fh:
+            if b"spawn_main" in fh.read() and _alive(child):
+                apply.add(child)
+    return apply
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_apply_process_dies_with_its_node(make_procnet: MakeNet) -> None:
+    """A province writing through its apply process ([sync] apply_process) is killed mid-push:
+    the apply process goes with it (its open transaction rolls back), the restarted province
+    starts a new one, and every record is there exactly once."""
+    rounds = 2
+    per_round = 200
+    net = make_procnet(
+        cities_per_province=1,
+        tune={"sync": {**FAST_RETRY, "apply_process": True}, "limits": SMALL_TRANSFERS},
+    )
+    net.start_all()
+    province = net.provinces()[0]
+    (city,) = net.cities()
+    data = generate_records(city.node_id, rounds * per_round, seed=13)
+    seen: set[int] = set()
+    for r in range(rounds):
+        assert province.proc is not None
+        (child,) = _apply_processes(province.proc.pid)
+        assert child not in seen
+        seen.add(child)
+        for chunk in chunked(data[r * per_round : (r + 1) * per_round], 100):
+            assert city.post_records(chunk).status == 200
+        epoch = city.status()["epoch"]
+        poll(
+            lambda epoch=epoch, r=r: province.watermark(city.node_id, epoch) > r * per_round,
+            WAIT_S,
+            f"round {r}: the province applied nothing",
+            0.005,
+        )
+        province.kill9()
+        poll(lambda child=child: not _alive(child), 10.0, "the apply process outlived its node")
+        province.start()
+    assert_network_holds_exactly(net, {city.node_id: len(natural_keys(data))})

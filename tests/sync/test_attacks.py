@@ -5,6 +5,7 @@ per-batch verdict (duplicate, gap, chain broken) and are applied at most once.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable
@@ -144,6 +145,15 @@ class Scene:
 
 @pytest.fixture
 async def scene(tmp_path: Path, database_for: Callable[[str], str]) -> AsyncIterator[Scene]:
+    async with open_scene(tmp_path, database_for) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def open_scene(
+    tmp_path: Path, database_for: Callable[[str], str], *, sync: dict[str, object] | None = None
+) -> AsyncIterator[Scene]:
+    """A started province on the backend under test, with `sync` settings changed on it only."""
     # The province under attack runs on the backend under test; the cities only make batches and
     # the ministry is never started, so they stay on SQLite.
     (tmp_path / "side").mkdir()
@@ -160,7 +170,10 @@ async def scene(tmp_path: Path, database_for: Callable[[str], str]) -> AsyncIter
     limits = cfg.limits.model_copy(
         update={"max_body_bytes": MAX_BODY, "max_batches_per_transfer": MAX_BATCHES}
     )
-    net.configs[province_id] = cfg.model_copy(update={"limits": limits})
+    update: dict[str, object] = {"limits": limits}
+    if sync:
+        update["sync"] = cfg.sync.model_copy(update=sync)
+    net.configs[province_id] = cfg.model_copy(update=update)
     a, b = net.city_ids()
     cities = {cid: net.open(cid) for cid in (a, b)}
     first = net.open(province_id)

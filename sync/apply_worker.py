@@ -1,0 +1,345 @@
+"""Apply received pushes in a separate process, so that writing one batch overlaps verifying the
+next (`[sync] apply_process`, ADR 0014).
+
+A receiver verifies a push batch by batch on its event loop (signatures, digests, re-validation:
+Python work that holds the GIL). Without this module the whole push is verified first and then
+written by the node's database thread, one after the other; a thread cannot overlap the two,
+because the sqlite3 module takes the GIL back after every row it writes and so waits behind the
+verifying thread at every row. Here a child process owns a second connection to the same
+database: the receiver hands it each batch as soon as that batch is verified, the child decodes
+it again and applies it with the unchanged `sync.store.apply_batch_txn` inside one transaction
+per push, and commits when the receiver says the push is complete. A batch that fails
+verification aborts the job and the child rolls back: nothing of that push is written, exactly as
+before. The answer to the sender is sent only after the child's commit.
+
+What it does not do: it makes no decision about trust or validity (the receiver has verified
+every batch before handing it over; the child only re-decodes bodies whose digest was checked),
+it does not retry (a job whose child died is answered with an error and the sender retries, which
+the watermarks make idempotent), and it is not used for in-memory databases (a second process
+cannot see them) or for anti-entropy repairs (those take `sync.ae_store`'s path in the node).
+
+Messages are plain tuples over `multiprocessing` queues (pickled bytes and numbers, never
+objects of this package): requests `("batch", job, now_ms, keep, header, signature, body,
+header_hash, held)`, `("end", job, subtree)`, `("abort", job)`, `("stop",)`; replies
+`("ready",)`, `("done", job, results, marks)`, `("error", job, message)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.errors import ApplyFailed
+from sync.verify import VerifiedBatch
+from sync.wire import BatchResult, Watermark
+
+log = logging.getLogger(__name__)
+
+#: How long `start` waits for the child to open its database before giving up on it.
+START_TIMEOUT_S = 60.0
+#: How often the reply reader and the child look whether the other side is still there.
+POLL_S = 0.5
+
+Held = tuple[tuple[int, str, str], ...]
+
+
+class ApplyWorkerDown(ApplyFailed):
+    """The apply process is not running (or died during this job); nothing of it is known
+    to be written, so the sender must send the push again."""
+
+
+def batch_message(job: int, now_ms: int, keep: bool, vb: VerifiedBatch) -> tuple[Any, ...]:
+    held: Held = tuple((h.change.seq, h.code, h.message) for h in vb.held)
+    s = vb.signed
+    return ("batch", job, now_ms, keep, s.header_bytes, s.signature, s.body, vb.header_hash, held)
+
+
+@dataclass
+class _Pending:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[tuple[list[BatchResult], list[Watermark]]]
+
+
+@dataclass
+class ApplyWorker:
+    """The receiver's handle on its apply process: start, hand over jobs, stop."""
+
+    url: str
+    _process: Any = None
+    _requests: Any = None
+    _replies: Any = None
+    _reader: threading.Thread | None = None
+    _pending: dict[int, _Pending] = field(default_factory=dict)
+    _jobs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start the child and wait until it has opened the database (raises ApplyWorkerDown)."""
+        ctx = multiprocessing.get_context("spawn")
+        self._requests = ctx.Queue()
+        self._replies = ctx.Queue()
+        self._stopping = False
+        self._process = ctx.Process(
+            target=serve,
+            args=(self.url, self._requests, self._replies, os.getpid()),
+            name="lsnet-apply",
+            daemon=True,
+        )
+        self._process.start()
+        try:
+            first = self._replies.get(timeout=timeout_s)
+        except queue.Empty:
+            self._kill()
+            raise ApplyWorkerDown("the apply process did not start in time") from None
+        if first[0] != "ready":
+            self._kill()
+            raise ApplyWorkerDown(f"the apply process could not start: {first[-1]}")
+        self._reader = threading.Thread(target=self._read, name="apply-replies", daemon=True)
+        self._reader.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the child to stop after its current job; kill it if it does not."""
+        if self._process is None:
+            return
+        self._stopping = True
+        with contextlib.suppress(Exception):
+            self._requests.put(("stop",))
+        self._process.join(timeout_s)
+        if self._process.is_alive():
+            self._kill()
+        if self._reader is not None:
+            self._reader.join(timeout_s)
+        self._fail_all("the apply process was stopped")
+        for q in (self._requests, self._replies):
+            with contextlib.suppress(Exception):
+                q.close()
+                q.join_thread()
+        self._process = None
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join(5.0)
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def begin(self, now_ms: int, keep: bool) -> ApplyJob:
+        if not self.running:
+            raise ApplyWorkerDown("the apply process is not running")
+        job = next(self._jobs)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._pending[job] = _Pending(loop, loop.create_future())
+        return ApplyJob(self, job, now_ms, keep)
+
+    def _put(self, message: tuple[Any, ...]) -> None:
+        self._requests.put(message)
+
+    def _forget(self, job: int) -> None:
+        with self._lock:
+            self._pending.pop(job, None)
+
+    def _read(self) -> None:
+        """Reply reader thread: resolve each job's future on its event loop."""
+        while True:
+            try:
+                reply = self._replies.get(timeout=POLL_S)
+            except queue.Empty:
+                if self._process is None or not self._process.is_alive():
+                    if not self._stopping:
+                        log.error(
+                            "the apply process ended unexpectedly; pushes are now applied "
+                            "in the node's own process"
+                        )
+                    self._fail_all("the apply process ended during this push")
+                    return
+                continue
+            except (EOFError, OSError):
+                self._fail_all("the apply process ended during this push")
+                return
+            kind = reply[0]
+            with self._lock:
+                pending = self._pending.pop(reply[1], None) if len(reply) > 1 else None
+            if pending is None:
+                continue
+            if kind == "done":
+                _settle(pending, (list(reply[2]), list(reply[3])), None)
+            else:
+                _settle(pending, None, ApplyFailed(str(reply[2])))
+
+    def _fail_all(self, message: str) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for p in pending.values():
+            _settle(p, None, ApplyWorkerDown(message))
+
+
+def _settle(
+    pending: _Pending,
+    value: tuple[list[BatchResult], list[Watermark]] | None,
+    error: BaseException | None,
+) -> None:
+    def apply() -> None:
+        if pending.future.done():
+            return
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            assert value is not None
+            pending.future.set_result(value)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        pending.loop.call_soon_threadsafe(apply)
+
+
+@dataclass
+class ApplyJob:
+    """One push's apply in the child: feed verified batches in order, then finish or abort."""
+
+    worker: ApplyWorker
+    job: int
+    now_ms: int
+    keep: bool
+    _closed: bool = False
+
+    def feed(self, vb: VerifiedBatch) -> None:
+        self.worker._put(batch_message(self.job, self.now_ms, self.keep, vb))
+
+    def abort(self) -> None:
+        """Roll back whatever the child applied of this job (a later batch failed)."""
+        if not self._closed:
+            self._closed = True
+            self.worker._forget(self.job)
+            with contextlib.suppress(Exception):
+                self.worker._put(("abort", self.job))
+
+    async def finish(self, subtree: Sequence[str]) -> tuple[list[BatchResult], list[Watermark]]:
+        """Commit the job and return the batches' results and the watermarks to answer with."""
+        self._closed = True
+        with self.worker._lock:
+            pending = self.worker._pending.get(self.job)
+        if pending is None:
+            raise ApplyWorkerDown("the apply process ended during this push")
+        self.worker._put(("end", self.job, list(subtree)))
+        return await pending.future
+
+
+# -- the child process -------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (kill -9 included)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
+    """The child's loop: one transaction per job, batches applied as they arrive."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops it with a "stop" message
+    try:
+        from node.db import _make_engine
+        from sync.store import apply_batch_txn, watermarks_for_txn
+        from sync.verify import rebuild_verified
+        from sync.wire import SignedBatch
+
+        engine = _make_engine(url, immediate=True)
+        with engine.connect():
+            pass
+    except Exception as exc:  # reported to the parent, which logs it
+        replies.put(("error", 0, f"{type(exc).__name__}: {exc}"))
+        return
+    gc.freeze()
+    replies.put(("ready",))
+    conn: Any = None
+    txn: Any = None
+    job = 0
+    failed = ""
+    results: list[BatchResult] = []
+
+    def rollback() -> None:
+        nonlocal conn, txn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                txn.rollback()
+            with contextlib.suppress(Exception):
+                conn.close()
+        conn = txn = None
+
+    while True:
+        try:
+            msg = requests.get(timeout=POLL_S)
+        except queue.Empty:
+            if os.getppid() != parent:
+                rollback()
+                return
+            continue
+        kind = msg[0]
+        if kind == "stop":
+            rollback()
+            engine.dispose()
+            return
+        if kind == "abort":
+            if msg[1] == job:
+                rollback()
+                job, failed, results = 0, "", []
+            continue
+        if kind == "batch":
+            _, this, now_ms, keep, header, signature, body, hh, held = msg
+            if this != job:  # a new job: whatever was left open is abandoned
+                rollback()
+                job, failed, results = this, "", []
+            if failed:
+                continue
+            try:
+                if conn is None:
+                    conn = engine.connect()
+                    txn = conn.begin()
+                vb = rebuild_verified(SignedBatch(header, signature, body), hh, held)
+                results.append(apply_batch_txn(conn, vb, now_ms, keep))
+            except Exception as exc:  # the job fails; the node answers an error
+                failed = f"{type(exc).__name__}: {exc}"
+                rollback()
+            continue
+        if kind == "end":
+            _, this, subtree = msg
+            if this != job:  # a job with no batches, or one this process never saw
+                rollback()
+                job, failed, results = this, "", []
+            try:
+                if failed:
+                    raise ApplyFailed(failed)
+                if conn is None:
+                    conn = engine.connect()
+                    txn = conn.begin()
+                marks = watermarks_for_txn(conn, subtree)
+                txn.commit()
+                conn.close()
+                conn = txn = None
+                replies.put(("done", job, results, marks))
+            except Exception as exc:  # the job fails; the node answers an error
+                rollback()
+                replies.put(("error", job, str(exc)))
+            job, failed, results = 0, "", []

@@ -1,0 +1,151 @@
+"""Received pushes written by the apply process (`[sync] apply_process`, ADR 0014), over real
+HTTP on both backends: the same answers and the same rows as in-process apply, nothing of a
+refused push written (its first batches were already written in the child and are rolled back),
+and a killed apply process costs one retried push, never a record."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from node.datagen import generate_records
+from sync.apply_worker import ApplyWorker
+from sync.scrub import scrub
+from sync.verify import rebuild_verified, verify_batch
+from sync.wire import BatchStatus, Code, parse_error_body
+from tests.support.network import make_network, wait_until
+from tests.sync.test_attacks import Scene, open_scene
+
+
+@pytest.fixture
+async def scene(tmp_path: Path, database_for: Callable[[str], str]) -> AsyncIterator[Scene]:
+    async with open_scene(tmp_path, database_for, sync={"apply_process": True}) as opened:
+        yield opened
+
+
+def worker_of(scene: Scene) -> ApplyWorker:
+    worker = scene.province.receiver.apply_worker
+    assert worker is not None and worker.running, "the province should have its apply process"
+    return worker
+
+
+async def test_push_is_written_by_the_apply_process(scene: Scene) -> None:
+    worker = worker_of(scene)
+    batches = await scene.batches(scene.a, 30, per_batch=10)
+    status, answer = await scene.post(scene.seal(batches))
+    assert status == 200
+    reply = scene.reply(answer)
+    assert [r.status for r in reply.results] == [BatchStatus.APPLIED] * 3
+    epoch = (await scene.cities[scene.a].store.meta()).epoch
+    assert [(w.origin, w.epoch, w.seq) for w in reply.watermarks] == [(scene.a, epoch, 30)]
+    assert await scene.counts() == {"records": 30, "batches": 3, "watermarks": 1}
+    own = (await scene.cities[scene.a].store.origin_digests())[scene.a]
+    assert (await scene.province.store.origin_digests())[scene.a] == own
+    assert worker.running
+    # The same batches again: duplicates, nothing written twice.
+    status, answer = await scene.post(scene.seal(batches))
+    assert status == 200
+    assert [r.status for r in scene.reply(answer).results] == [BatchStatus.DUPLICATE] * 3
+    assert await scene.counts() == {"records": 30, "batches": 3, "watermarks": 1}
+
+
+async def test_a_bad_later_batch_rolls_back_the_earlier_ones(scene: Scene) -> None:
+    worker_of(scene)
+    first, second, third = await scene.batches(scene.a, 30, per_batch=10)
+    tampered = dataclasses.replace(third, body=third.body.replace(b"33", b"34", 1))
+    # Batches 0 and 1 are verified and handed to the apply process before batch 2 fails.
+    await scene.refused(scene.seal([first, second, tampered]), 422, Code.BAD_DIGEST, batch=2)
+    assert (await scene.counts())["records"] == 0
+    # The apply process is still usable: the sound push goes through afterwards.
+    status, answer = await scene.post(scene.seal([first, second, third]))
+    assert status == 200
+    assert [r.status for r in scene.reply(answer).results] == [BatchStatus.APPLIED] * 3
+    assert (await scene.counts())["records"] == 30
+
+
+async def test_gap_and_order_are_judged_in_the_apply_process(scene: Scene) -> None:
+    worker_of(scene)
+    b1, b2 = await scene.batches(scene.a, 20, per_batch=10)
+    status, answer = await scene.post(scene.seal([b2]))
+    assert status == 200
+    (result,) = scene.reply(answer).results
+    assert (result.status, result.need_seq) == (BatchStatus.GAP, 1)
+    assert (await scene.counts())["records"] == 0
+    status, answer = await scene.post(scene.seal([b1, b2]))
+    assert [r.status for r in scene.reply(answer).results] == [BatchStatus.APPLIED] * 2
+
+
+async def test_killed_apply_process_costs_a_retry_not_a_record(scene: Scene) -> None:
+    worker = worker_of(scene)
+    batches = await scene.batches(scene.a, 20, per_batch=10)
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    await wait_until(lambda: not worker.running, 10.0, "the apply process did not die")
+    # From now on the province writes pushes itself; nothing was lost and nothing is doubled.
+    status, answer = await scene.post(scene.seal(batches))
+    assert status == 200, parse_error_body(answer)
+    assert [r.status for r in scene.reply(answer).results] == [BatchStatus.APPLIED] * 2
+    assert await scene.counts() == {"records": 20, "batches": 2, "watermarks": 1}
+
+
+async def test_rebuilt_batch_equals_the_verified_one(scene: Scene) -> None:
+    """What the child re-decodes is exactly what the receiver verified, held changes included."""
+    (batch,) = await scene.batches(scene.a, 12, per_batch=12)
+    cfg = scene.province.config
+    verified = verify_batch(
+        batch,
+        sender=scene.a,
+        receiver=cfg.node_id,
+        keys=scene.province.keyring,
+        route_of=cfg.route_of,
+        limits=cfg.limits,
+        rules_for=scene.province.validator_for_origin,
+    )
+    held = ((verified.changes[3].seq, "invalid_record", "held for the test"),)
+    rebuilt = rebuild_verified(verified.signed, verified.header_hash, held)
+    assert rebuilt.header == verified.header
+    assert rebuilt.header_hash == verified.header_hash
+    assert [c.seq for c in rebuilt.changes] == [
+        c.seq for c in verified.changes if c.seq != held[0][0]
+    ]
+    assert [(h.change, h.code, h.message) for h in rebuilt.held] == [
+        (verified.changes[3], "invalid_record", "held for the test")
+    ]
+    plain = rebuild_verified(verified.signed, verified.header_hash, ())
+    assert plain == verified
+
+
+async def test_tree_relays_through_apply_processes(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    """Province and ministry both write through their apply processes; the ministry still
+    verifies every record back to its city (the province kept the signed bytes for relay)."""
+    net = make_network(tmp_path, database_for=database_for, overrides={"apply_process": True})
+    await net.init_all()
+    await net.start_all()
+    pids = []
+    try:
+        for node_id in [net.ministry_id, *net.province_ids()]:
+            worker = net.nodes[node_id].receiver.apply_worker
+            assert worker is not None and worker.running and worker.pid is not None
+            pids.append(worker.pid)
+        for i, city in enumerate(net.city_ids()):
+            await net.ingest(city, generate_records(city, 400, seed=i))
+        await net.wait_converged()
+        ministry = await net.digests(net.ministry_id)
+        for city in net.city_ids():
+            assert ministry[city] == (await net.digests(city))[city]
+        node = net.nodes[net.ministry_id]
+        report = await scrub(node.sync_store, node.config.subtree_keys())
+        assert report.ok, report.problems
+        assert report.changes == 800
+    finally:
+        await net.stop_all()
+    for pid in pids:  # stopping a node stops (and reaps) its apply process
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
