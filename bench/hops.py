@@ -32,7 +32,7 @@ from bench.one_hop import (
     UPDATED_COLUMNS,
     BenchError,
     _connect,
-    _cpu_seconds,
+    _cpu_with_children,
     _healthy,
     _metrics,
     _peak_rss_kib,
@@ -287,7 +287,7 @@ def timed_hops(
             logs["city"],
             STARTUP_TIMEOUT_S,
         )
-        cpu0 = {lv: _cpu_seconds(p.pid) or 0.0 for lv, p in procs.items()}
+        cpu0 = {lv: _cpu_with_children(p.pid) or 0.0 for lv, p in procs.items()}
         server0 = {k: server_cpu_seconds(d) for k, d in (servers or {}).items()}
         seq = 0
         deadline = time.monotonic() + timeout_s
@@ -309,7 +309,7 @@ def timed_hops(
         if seq < last_seq:
             raise BenchError(f"{target} reached seq {seq} of {last_seq} within {timeout_s}s")
         rss = {lv: (_peak_rss_kib(p.pid) or 0) / 1024 for lv, p in procs.items()}
-        cpu = {lv: (_cpu_seconds(p.pid) or 0.0) - cpu0[lv] for lv, p in procs.items()}
+        cpu = {lv: (_cpu_with_children(p.pid) or 0.0) - cpu0[lv] for lv, p in procs.items()}
         server_cpu = {k: server_cpu_seconds(d) - server0[k] for k, d in (servers or {}).items()}
         city_m, target_m = _metrics(tree.urls_http["city"]), _metrics(tree.urls_http[target])
     finally:
@@ -341,16 +341,7 @@ def server_cpu_seconds(datadir: Path) -> float:
         postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0.0
-    total = _cpu_seconds(postmaster) or 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text_ = stat.read_text()
-        except OSError:
-            continue
-        fields = text_[text_.rindex(")") + 2 :].split()
-        if int(fields[1]) == postmaster:  # ppid
-            total += _cpu_seconds(int(stat.parent.name)) or 0.0
-    return total
+    return _cpu_with_children(postmaster) or 0.0
 
 
 def check_content(tree: Tree, holder: str, n: int) -> None:

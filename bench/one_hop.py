@@ -218,12 +218,19 @@ def _lsnet() -> str:
 
 
 def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`lsnet node run` for `config`; under py-spy when LSNET_BENCH_PYSPY names a folder (raw
+    wall-clock profiles with idle time, one file per node; the node is then stopped with SIGINT,
+    on which py-spy writes the profile)."""
+    command = [_lsnet(), "node", "run", "--config", str(config), "--log-level", LOG_LEVEL]
+    profile_dir = os.environ.get("LSNET_BENCH_PYSPY")
+    if profile_dir:
+        out = Path(profile_dir) / f"{config.parent.name}-{config.stem}.txt"
+        py_spy = str(Path(sys.executable).parent / "py-spy")
+        command = [py_spy, "record", "-r", "250", "-f", "raw", "--idle", "-t", "-o", str(out), "--"]
+        command += [_lsnet(), "node", "run", "--config", str(config), "--log-level", LOG_LEVEL]
     with log.open("wb") as fh:
         return subprocess.Popen(
-            [_lsnet(), "node", "run", "--config", str(config), "--log-level", LOG_LEVEL],
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
+            command, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT
         )
 
 
@@ -287,6 +294,24 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_with_children(pid: int) -> float | None:
+    """CPU time so far of a process and its live children (a node's apply process, ADR 0014;
+    a PostgreSQL postmaster's backends): children's time counts in the parent only once they
+    are reaped, which is after the benchmark has read it."""
+    own = _cpu_seconds(pid)
+    if own is None:
+        return None
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text_ = stat.read_text()
+        except OSError:
+            continue
+        fields = text_[text_.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:  # ppid
+            own += _cpu_seconds(int(stat.parent.name)) or 0.0
+    return own
+
+
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
@@ -323,7 +348,7 @@ def content_digest(db: Path, owner: str) -> tuple[int, str]:
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT if os.environ.get("LSNET_BENCH_PYSPY") else signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -358,7 +383,7 @@ def timed_run(
             city_log,
             STARTUP_TIMEOUT_S,
         )
-        cpu0 = {"province": _cpu_seconds(province.pid), "city": _cpu_seconds(city.pid)}
+        cpu0 = {"province": _cpu_with_children(province.pid), "city": _cpu_seconds(city.pid)}
         watch = sqlite3.connect(f"file:{nodes.province_db}?mode=ro", uri=True, isolation_level=None)
         try:
             seq = 0
@@ -386,7 +411,7 @@ def timed_run(
                 f"province reached seq {seq} of {last_seq} within {timeout_s}s: {_tail(city_log)}"
             )
         rss = {"province": _peak_rss_kib(province.pid), "city": _peak_rss_kib(city.pid)}
-        cpu1 = {"province": _cpu_seconds(province.pid), "city": _cpu_seconds(city.pid)}
+        cpu1 = {"province": _cpu_with_children(province.pid), "city": _cpu_seconds(city.pid)}
         pm, cm = _metrics(province_entry.url), _metrics(city_entry.url)
     finally:
         for proc in reversed(procs):
@@ -462,6 +487,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="set [sync] revalidate_records = false on the province (ADR 0005)",
     )
+    ap.add_argument(
+        "--apply-process",
+        choices=("on", "off"),
+        default=None,
+        help="set [sync] apply_process on the province (ADR 0014); default: the node's default",
+    )
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for the sync")
     ap.add_argument("--dir", type=Path, default=None, help="keep the data in this empty folder")
     ap.add_argument(
@@ -499,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     sync: dict[str, object] = {}
     if args.no_revalidate:
         sync["revalidate_records"] = False
+    if args.apply_process is not None:
+        sync["apply_process"] = args.apply_process == "on"
     tmp = None
     if args.dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="lsnet-bench-")
