@@ -199,8 +199,10 @@ class SyncConfig(_Frozen):
     revalidate_records: bool = True
     # Write received pushes in a separate process, so that each batch is written while the next
     # is verified (sync.apply_worker, ADR 0014). Uses a second database connection and about
-    # one more core while a backlog arrives; ignored for an in-memory database.
-    apply_process: bool = False
+    # one more core while a backlog arrives; ignored for an in-memory database. Unset (auto):
+    # on for a node with children run by `lsnet node run` on a machine with 2 or more CPUs,
+    # off where many nodes share one process (`lsnet demo`, `lsnet simulate`, tests).
+    apply_process: bool | None = None
     # What a receiver does with a record that fails validation inside a sound, signed batch (a
     # poison record, e.g. a code this node's standards do not know yet). "hold": keep the record
     # aside for an operator (`lsnet links held ...`), apply the rest of the batch and go on, so

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -334,7 +335,10 @@ class Node:
         return created
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self, *, serve: bool = True) -> None:
+    async def start(self, *, serve: bool = True, apply_process_default: bool = False) -> None:
+        """Open for business. `apply_process_default` is what an unset `[sync] apply_process`
+        means: `lsnet node run` passes True (a node alone in its process), in-process networks
+        keep the default False."""
         self.db.check_schema()
         meta = await self.store.meta()  # raises if the database was never initialised
         if meta.node_id != self.config.node_id:
@@ -358,7 +362,10 @@ class Node:
                     "version": SOFTWARE_VERSION,
                 },
             )
-        if self.config.sync.apply_process and self.config.children:
+        wanted = self.config.sync.apply_process
+        if wanted is None:
+            wanted = apply_process_default and len(os.sched_getaffinity(0)) >= 2
+        if wanted and self.config.children:
             await self._start_apply_process()
         if serve:
             from node.http_api import build_app

@@ -324,7 +324,7 @@ def node_run(config_path: Path, log_level: str) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await node.start()
+            await node.start(apply_process_default=True)
         except BaseException:
             await node.stop()
             raise

@@ -21,7 +21,8 @@ cannot see them) or for anti-entropy repairs (those take `sync.ae_store`'s path 
 Messages are plain tuples over `multiprocessing` queues (pickled bytes and numbers, never
 objects of this package): requests `("batch", job, now_ms, keep, header, signature, body,
 header_hash, held)`, `("end", job, subtree)`, `("abort", job)`, `("stop",)`; replies
-`("ready",)`, `("done", job, results, marks)`, `("error", job, message)`.
+`("ready",)`, `("done", job, results, marks, seconds)` (seconds: the child's own time in the
+job's transaction, from its first write to its commit), `("error", job, message)`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,16 @@ POLL_S = 0.5
 Held = tuple[tuple[int, str, str], ...]
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A job's outcome: per-batch results, the watermarks to answer with, and the seconds the
+    child spent in the job's transaction (the `lsnet_sync_apply_seconds` of this push)."""
+
+    results: list[BatchResult]
+    marks: list[Watermark]
+    seconds: float
+
+
 class ApplyWorkerDown(ApplyFailed):
     """The apply process is not running (or died during this job); nothing of it is known
     to be written, so the sender must send the push again."""
@@ -69,7 +81,7 @@ def batch_message(job: int, now_ms: int, keep: bool, vb: VerifiedBatch) -> tuple
 @dataclass
 class _Pending:
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[tuple[list[BatchResult], list[Watermark]]]
+    future: asyncio.Future[Applied]
 
 
 @dataclass
@@ -183,7 +195,7 @@ class ApplyWorker:
             if pending is None:
                 continue
             if kind == "done":
-                _settle(pending, (list(reply[2]), list(reply[3])), None)
+                _settle(pending, Applied(list(reply[2]), list(reply[3]), float(reply[4])), None)
             else:
                 _settle(pending, None, ApplyFailed(str(reply[2])))
 
@@ -194,11 +206,7 @@ class ApplyWorker:
             _settle(p, None, ApplyWorkerDown(message))
 
 
-def _settle(
-    pending: _Pending,
-    value: tuple[list[BatchResult], list[Watermark]] | None,
-    error: BaseException | None,
-) -> None:
+def _settle(pending: _Pending, value: Applied | None, error: BaseException | None) -> None:
     def apply() -> None:
         if pending.future.done():
             return
@@ -233,7 +241,7 @@ class ApplyJob:
             with contextlib.suppress(Exception):
                 self.worker._put(("abort", self.job))
 
-    async def finish(self, subtree: Sequence[str]) -> tuple[list[BatchResult], list[Watermark]]:
+    async def finish(self, subtree: Sequence[str]) -> Applied:
         """Commit the job and return the batches' results and the watermarks to answer with."""
         self._closed = True
         with self.worker._lock:
@@ -278,6 +286,7 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
     job = 0
     failed = ""
     results: list[BatchResult] = []
+    began = 0.0
 
     def rollback() -> None:
         nonlocal conn, txn
@@ -315,6 +324,7 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                 continue
             try:
                 if conn is None:
+                    began = time.perf_counter()
                     conn = engine.connect()
                     txn = conn.begin()
                 vb = rebuild_verified(SignedBatch(header, signature, body), hh, held)
@@ -332,13 +342,14 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                 if failed:
                     raise ApplyFailed(failed)
                 if conn is None:
+                    began = time.perf_counter()
                     conn = engine.connect()
                     txn = conn.begin()
                 marks = watermarks_for_txn(conn, subtree)
                 txn.commit()
                 conn.close()
                 conn = txn = None
-                replies.put(("done", job, results, marks))
+                replies.put(("done", job, results, marks, time.perf_counter() - began))
             except Exception as exc:  # the job fails; the node answers an error
                 rollback()
                 replies.put(("error", job, str(exc)))

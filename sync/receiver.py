@@ -197,7 +197,7 @@ class PushReceiver:
         wanted = self.repair_wanted
         if job is not None:
             try:
-                results, marks = await job.finish(subtree)
+                applied = await job.finish(subtree)
             except ApplyFailed as exc:
                 log.error("IN [%s] push verified but not written: %s", push.sender, exc)
                 self.metrics.rejected.labels(Code.INTERNAL.value).inc()
@@ -205,6 +205,8 @@ class PushReceiver:
                 return web.Response(
                     status=503, body=packb({"error": err}), content_type=CONTENT_TYPE
                 )
+            results, marks = applied.results, applied.marks
+            self.metrics.apply_latency.observe(applied.seconds)
         elif wanted is not None and any(
             wanted(vb.header.origin, vb.header.last_seq, now_ms) for vb in verified
         ):
@@ -218,7 +220,8 @@ class PushReceiver:
                     self.on_repaired(origin, n)
         else:
             results, marks = await self.store.apply_push(verified, now_ms, keep, subtree)
-        self.metrics.apply_latency.observe(self.clock.monotonic() - started)
+        if job is None:
+            self.metrics.apply_latency.observe(self.clock.monotonic() - started)
         applied_any = False
         for vb, res in zip(verified, results, strict=True):
             self.metrics.batches_received.labels(vb.header.origin, res.status.value).inc()
