@@ -263,17 +263,40 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
+def _checkpoint(engine: Any) -> None:
+    """Copy the WAL back into the database file without waiting for readers or writers
+    (PASSIVE): whatever a reader still needs stays in the WAL for a later checkpoint."""
+    raw = engine.raw_connection()
+    try:
+        raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except Exception as exc:  # a checkpoint not done now is done by the next one
+        log.warning("WAL checkpoint after a push failed: %s", exc)
+    finally:
+        raw.close()
+
+
 def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
     """The child's loop: one transaction per job, batches applied as they arrive."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops it with a "stop" message
     try:
-        from node.db import _make_engine
+        from sqlalchemy import event
+
+        from node.db import _make_engine, is_sqlite
         from sync.store import apply_batch_txn, watermarks_for_txn
         from sync.verify import rebuild_verified
         from sync.wire import SignedBatch
 
         engine = _make_engine(url, immediate=True)
+        sqlite = is_sqlite(url)
+        if sqlite:
+            # SQLite checkpoints the WAL inside the COMMIT that crosses 1,000 pages, i.e. inside
+            # most pushes' commit, before the answer. Here it is done after the answer instead,
+            # while the sender reads it and sends the next push.
+            @event.listens_for(engine, "connect")
+            def _no_auto_checkpoint(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
         with engine.connect():
             pass
     except Exception as exc:  # reported to the parent, which logs it
@@ -350,6 +373,8 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                 conn.close()
                 conn = txn = None
                 replies.put(("done", job, results, marks, time.perf_counter() - began))
+                if sqlite:
+                    _checkpoint(engine)
             except Exception as exc:  # the job fails; the node answers an error
                 rollback()
                 replies.put(("error", job, str(exc)))
