@@ -317,16 +317,19 @@ _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
 def _metrics(url: str) -> dict[str, float]:
-    """Prometheus text → {name: value}, summed over label sets."""
+    """Prometheus text → {name: value} summed over label sets, and {name{labels}: value}."""
     out: dict[str, float] = {}
     for line in _get(url + "/metrics").decode().splitlines():
         m = _METRIC.match(line)
         if m is None:
             continue
         try:
-            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+            value = float(m.group(3))
         except ValueError:
             continue
+        out[m.group(1)] = out.get(m.group(1), 0.0) + value
+        if m.group(2):
+            out[m.group(1) + m.group(2)] = value
     return out
 
 
@@ -426,6 +429,8 @@ def timed_run(
         "province_records": int(held),
         "peak_rss_kib": rss,
         "cpu_s": {k: (cpu1[k] or 0.0) - (cpu0[k] or 0.0) for k in cpu0},
+        "province_read_s": pm.get('lsnet_sync_receive_seconds_sum{stage="read"}', 0.0),
+        "province_verify_s": pm.get('lsnet_sync_receive_seconds_sum{stage="verify"}', 0.0),
         "province_apply_s": pm.get("lsnet_sync_apply_seconds_sum", 0.0),
         "province_batches_applied": int(pm.get("lsnet_sync_apply_seconds_count", 0.0)),
         "province_records_applied": int(pm.get("lsnet_sync_records_applied_total", 0.0)),
@@ -469,6 +474,8 @@ def render(r: dict[str, Any]) -> str:
         f"city {run['cpu_s']['city']:.2f} s",
         f"province apply (DB) : {run['province_apply_s']:.2f} s over "
         f"{run['province_batches_applied']} batches (lsnet_sync_apply_seconds_sum)",
+        f"province read, verify: {run['province_read_s']:.2f} s, {run['province_verify_s']:.2f} s "
+        "(lsnet_sync_receive_seconds_sum; with an apply process, writing overlaps verifying)",
         f"province verify+HTTP: {in_push:.2f} s (push round trips minus apply)",
         f"city cut/sign/acks  : {outside:.2f} s (wall minus push round trips, "
         f"{run['city_pushes']} pushes)",

@@ -106,6 +106,15 @@ class SyncMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.receive_latency = Histogram(
+            "sync_receive_seconds",
+            "Time a received push spends before its last write: reading the body (stage=read), "
+            "opening the envelope and verifying every batch (stage=verify)",
+            ["stage"],
+            namespace=ns,
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+        )
         self.apply_latency = Histogram(
             "sync_apply_seconds",
             "Time to apply the batches of one received push (one transaction)",

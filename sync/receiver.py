@@ -154,7 +154,10 @@ class PushReceiver:
         try:
             # The same door as the other child routes: size, sender, destination, envelope
             # signature, clock, nonce, and the HTTP signer being the sender.
+            read_started = self.clock.monotonic()
             body = await self.gate.read(request)
+            verify_started = self.clock.monotonic()
+            self.metrics.receive_latency.labels("read").observe(verify_started - read_started)
             push = self.gate.open(body, PURPOSE_PUSH, self._parse, request)
             sender = push.sender
             if not self.per_peer.allow(push.sender, now):
@@ -165,6 +168,9 @@ class PushReceiver:
             # here; a batch that fails verification aborts the job and nothing is written.
             job = self._begin_job(push)
             verified = self._verify_all(push, job.feed if job is not None else None)
+            self.metrics.receive_latency.labels("verify").observe(
+                self.clock.monotonic() - verify_started
+            )
         except ReceiveError as exc:
             if job is not None:
                 job.abort()
