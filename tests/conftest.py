@@ -1,11 +1,13 @@
 """Shared fixtures: database backends (SQLite always; PostgreSQL when LSNET_TEST_DATABASE_URL is
-set, otherwise skipped with the reason shown); each pytest-xdist worker's own loopback ports."""
+set, otherwise skipped with the reason shown); under pytest-xdist, each worker's own loopback
+ports, and the real-process tests kept on one worker."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +38,31 @@ def pytest_configure(config: pytest.Config) -> None:
         whole = (int(low), int(high))
     low, high = worker_port_range(worker, workers, whole)
     os.environ[PORT_RANGE_ENV] = f"{low}-{high}"
+
+
+PROCESS_TESTS = "tests/process/"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `--dist load` (the default with -n), schedule like it, except that the real-process
+    tests (tests/process: node processes, kill -9, SIGTERM) are one unit of work: they run one
+    after another on one worker, as they did without xdist, while the other workers run the
+    in-process tests; being the largest unit, they start first. Two of them at once on a
+    2-core machine would mostly wait for each other.
+
+    (`--dist loadgroup` with xdist_group marks would say the same, but pytest-xdist 3.8 marks a
+    group by rewriting `item._nodeid`, which pytest 9.2 no longer reads: the groups are ignored.)
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return PROCESS_TESTS if nodeid.startswith(PROCESS_TESTS) else nodeid
+
+    return ProcessTestsTogether(config, log)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
