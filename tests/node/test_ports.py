@@ -5,12 +5,32 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
+from node import demo
 from node.demo import PORT_RANGE_ENV, ephemeral_low, free_port_range, port_bases_from_env
 from node.simulate import PortHold
 from tests.conftest import worker_port_range
+
+
+class _Unbound:
+    """Stands in for socket.socket: records the ports "bound" without binding any, so that this
+    test does not take, even for a moment, ports of another worker's slice."""
+
+    ports: ClassVar[list[int]] = []
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self.ports.append(address[1])
+
+    def close(self) -> None:
+        pass
 
 
 def test_without_the_variable_ports_lie_below_the_ephemeral_range(
@@ -18,8 +38,13 @@ def test_without_the_variable_ports_lie_below_the_ephemeral_range(
 ) -> None:
     monkeypatch.delenv(PORT_RANGE_ENV, raising=False)
     assert port_bases_from_env(3) is None
-    base = free_port_range(3)
-    assert base >= 1024 and base + 3 <= min(ephemeral_low(), 60000)
+    fake = SimpleNamespace(socket=_Unbound, AF_INET=socket.AF_INET, SOCK_STREAM=socket.SOCK_STREAM)
+    monkeypatch.setattr(demo, "socket", fake)  # node.demo's sockets only
+    _Unbound.ports.clear()
+    for _ in range(50):
+        base = free_port_range(3)
+        assert base >= 10000 and base + 3 <= min(ephemeral_low(), 60000)
+    assert len(_Unbound.ports) == 150
 
 
 def test_the_variable_confines_both_port_pickers(monkeypatch: pytest.MonkeyPatch) -> None:
