@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import tempfile
@@ -46,6 +47,9 @@ class DemoOptions:
     seed: int = 1
 
 
+PORT_RANGE_ENV = "LSNET_PORT_RANGE"
+
+
 def ephemeral_low() -> int:
     """The lowest port the kernel hands out for outgoing connections (32768 by default)."""
     try:
@@ -54,18 +58,39 @@ def ephemeral_low() -> int:
         return 32768
 
 
+def port_bases_from_env(count: int) -> tuple[int, int] | None:
+    """The bases [low, top) of `count` consecutive ports within LSNET_PORT_RANGE=LOW-HIGH (HIGH
+    exclusive), or None when it is unset. It confines free_port_range and `lsnet simulate`, e.g.
+    so that processes choosing ports at the same time (the test suite's parallel workers) each
+    search only their own ports; unset, they search below the kernel's ephemeral range."""
+    spec = os.environ.get(PORT_RANGE_ENV, "").strip()
+    if not spec:
+        return None
+    try:
+        low, high = (int(p) for p in spec.split("-", 1))
+    except ValueError:
+        raise ValueError(
+            f"{PORT_RANGE_ENV}={spec!r}: expected LOW-HIGH, e.g. 20000-30000"
+        ) from None
+    if not 1024 <= low < high <= 65536 or high - low < count:
+        raise ValueError(f"{PORT_RANGE_ENV}={spec!r} has no room for {count} consecutive ports")
+    return low, high - count + 1
+
+
 def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
     """A base port such that `count` consecutive ports are free right now.
 
     Chosen below the system's ephemeral range: a port found free there could be taken by any
-    outgoing connection (a database client, an HTTP request) before the node binds it."""
+    outgoing connection (a database client, an HTTP request) before the node binds it. Within
+    LSNET_PORT_RANGE when that is set (port_bases_from_env)."""
     import random
 
     rng = random.Random()
     high = min(ephemeral_low(), 60000)
     low = 10000 if high - count > 12000 else 1024
+    low, top = port_bases_from_env(count) or (low, high - count)
     for _ in range(attempts):
-        base = rng.randrange(low, high - count)
+        base = rng.randrange(low, top)
         socks = []
         try:
             for port in range(base, base + count):

@@ -44,7 +44,7 @@ from hierarchy_config.network_init import NetworkLayout, init_network
 from node.app import Node
 from node.datagen import generate_records
 from node.db import sqlite_path
-from node.demo import ephemeral_low
+from node.demo import ephemeral_low, port_bases_from_env
 from node.records import validate_record
 
 MAINLAND = 31
@@ -140,13 +140,14 @@ async def _gather_bounded(coros: Sequence[Any], group: int = START_GROUP) -> lis
 class PortHold:
     """Keeps `count` consecutive loopback ports bound (not listening) from layout until each
     node starts, so nothing else on a busy machine takes one meanwhile. The range lies below
-    the kernel's ephemeral ports, which outgoing connections use."""
+    the kernel's ephemeral ports, which outgoing connections use (or within LSNET_PORT_RANGE)."""
 
     def __init__(self, count: int, attempts: int = 50) -> None:
         top = max(ephemeral_low(), 20_000 + count + 1)
+        low, top = port_bases_from_env(count) or (20_000, top - count)
         rng = random.Random()
         for _ in range(attempts):
-            base = rng.randrange(20_000, top - count)
+            base = rng.randrange(low, top)
             held: dict[int, socket.socket] = {}
             try:
                 for port in range(base, base + count):

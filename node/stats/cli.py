@@ -18,13 +18,17 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from hierarchy_config.loader import load_config
 from node.cli import CliFailure, friendly, main
 from node.stats.request import StatsError, StatsRequest
 
-console = Console()
+
+def _console() -> Console:
+    """A console made when the command prints, so its width is the terminal's (or COLUMNS) at
+    that moment. A module-level Console would fix the width when the module is imported."""
+    return Console()
 
 
 def _open(config_path: Path) -> Any:
@@ -79,7 +83,16 @@ def list_cmd(config_path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(items, ensure_ascii=False, indent=2))
         return
-    table = Table("indicator", "ref", "kind", "measure", "dimensions", "records", "title")
+    # The indicator name is what `lsnet stats run` takes: never wrapped, so it can be copied.
+    table = Table(
+        Column("indicator", no_wrap=True),
+        "ref",
+        "kind",
+        "measure",
+        "dimensions",
+        "records",
+        "title",
+    )
     for item in items:
         modes = ", ".join(f"{t} ({m})" for t, m in item["replication"].items())
         table.add_row(
@@ -91,7 +104,7 @@ def list_cmd(config_path: Path, as_json: bool) -> None:
             modes,
             item["title"],
         )
-    console.print(table)
+    _console().print(table)
 
 
 @stats.command("run")
@@ -211,6 +224,7 @@ def to_csv(doc: dict[str, Any]) -> str:
 
 
 def render(doc: dict[str, Any]) -> None:
+    console = _console()
     scope = "federated over the subtree" if doc["federated"] else "this node's database"
     console.print(
         f"[bold]{doc['indicator']}[/] {doc['title']} ({doc['kind']}, {doc['unit']}); "

@@ -56,6 +56,12 @@ def test_list_and_run(city: Path) -> None:
     assert "insured_persons" in names and "average_wage" in names
     table = lsnet("stats", "list", "-c", city)
     assert table.exit_code == 0 and "duplicate_enrolment" in table.output
+    # On an 80-column terminal (or none: rich falls back to 80) the other columns shrink, but
+    # every indicator name stays whole, ready to copy into `lsnet stats run`.
+    narrow = CliRunner().invoke(main, ["stats", "list", "-c", str(city)], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.output.splitlines()) <= 80
+    assert all(name in narrow.output for name in names)
 
     out = lsnet(
         "stats", "run", "contributions_collected", "-c", city,

@@ -113,7 +113,9 @@ async def test_ministry_page_shows_the_tree_and_a_stopped_city_turns_red(
     first = await rows.first.get_attribute("data-node-id")
     assert first == net.ministry_id  # the tree is drawn from the root down
     badge = page.locator(f'#tree tr[data-node-id="{net.ministry_id}"] .badge')  # always up
-    assert await badge.evaluate("e => getComputedStyle(e).backgroundColor") == GREEN
+    # The page rebuilds the tree's rows at every poll: expect() finds the badge again on each try
+    # (an element found once can be replaced before its style is read; it reads "" then).
+    await expect(badge).to_have_css("background-color", GREEN)
 
     # Records flowing from a city show in the throughput chart (rates from /v1/status).
     busy = net.city_ids()[-1]
@@ -127,9 +129,7 @@ async def test_ministry_page_shows_the_tree_and_a_stopped_city_turns_red(
     await net.stop(city)
     city_row = page.locator(f'#tree tr[data-node-id="{city}"]')
     await expect(city_row).to_have_attribute("data-health", "down", timeout=DOWN_WITHIN_MS)
-    assert (
-        await city_row.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor") == RED
-    )
+    await expect(city_row.locator(".badge")).to_have_css("background-color", RED)
     for other in everyone:
         if other != city:  # the others stay (or, after a hiccup of a loaded machine, are again) up
             row = page.locator(f'#tree tr[data-node-id="{other}"]')

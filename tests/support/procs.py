@@ -55,7 +55,8 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     for name in ("FORCE_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
         env.pop(name, None)
-    env.pop("COLUMNS", None)  # as under systemd: no terminal, rich falls back to 80 columns
+    for name in ("COLUMNS", "LINES"):  # as under systemd: no terminal, rich falls back to 80x25
+        env.pop(name, None)
     env.update({"NO_COLOR": "1", "PYTHONUNBUFFERED": "1"})
     return env
 
