@@ -6,23 +6,25 @@ Python work that holds the GIL). Without this module the whole push is verified 
 written by the node's database thread, one after the other; a thread cannot overlap the two,
 because the sqlite3 module takes the GIL back after every row it writes and so waits behind the
 verifying thread at every row. Here a child process owns a second connection to the same
-database: the receiver hands it each batch as soon as that batch is verified, the child decodes
-it again and applies it with the unchanged `sync.store.apply_batch_txn` inside one transaction
-per push, and commits when the receiver says the push is complete. A batch that fails
+database: the receiver hands it each batch as soon as that batch is verified, together with the
+batch's record rows (JSON text and content hashes, `sync.store.batch_rows`), and the child
+writes them with the unchanged `sync.store.apply_batch_txn`, all batches of a push in one
+transaction, committed when the receiver says the push is complete. A batch that fails
 verification aborts the job and the child rolls back: nothing of that push is written, exactly as
 before. The answer to the sender is sent only after the child's commit.
 
 What it does not do: it makes no decision about trust or validity (the receiver has verified
-every batch before handing it over; the child only re-decodes bodies whose digest was checked),
-it does not retry (a job whose child died is answered with an error and the sender retries, which
-the watermarks make idempotent), and it is not used for in-memory databases (a second process
-cannot see them) or for anti-entropy repairs (those take `sync.ae_store`'s path in the node).
+every batch before handing it over), it does not retry (a job whose child died is answered with
+an error and the sender retries, which the watermarks make idempotent), and it is not used for
+in-memory databases (a second process cannot see them) or for anti-entropy repairs (those take
+`sync.ae_store`'s path in the node).
 
-Messages are plain tuples over `multiprocessing` queues (pickled bytes and numbers, never
-objects of this package): requests `("batch", job, now_ms, keep, header, signature, body,
-header_hash, held)`, `("end", job, subtree)`, `("abort", job)`, `("stop",)`; replies
-`("ready",)`, `("done", job, results, marks, seconds)` (seconds: the child's own time in the
-job's transaction, from its first write to its commit), `("error", job, message)`.
+Messages are tuples over `multiprocessing` queues: requests `("batch", job, now_ms, keep,
+header, signature, body, header_hash, held, rows, probes)` (held: `HeldChange`s; rows: tuples
+from `sync.store.batch_rows`; probes: `Change`s), `("end", job, subtree)`, `("abort", job)`,
+`("stop",)`; replies `("ready",)`, `("done", job, results, marks, seconds)` (seconds: the
+child's own time in the job's transaction, from its first write to its commit),
+`("error", job, message)`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.errors import ApplyFailed
+from sync.store import batch_rows
 from sync.verify import VerifiedBatch
 from sync.wire import BatchResult, Watermark
 
@@ -53,8 +56,6 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 #: How often the reply reader and the child look whether the other side is still there.
 POLL_S = 0.5
-
-Held = tuple[tuple[int, str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,24 @@ class ApplyWorkerDown(ApplyFailed):
 
 
 def batch_message(job: int, now_ms: int, keep: bool, vb: VerifiedBatch) -> tuple[Any, ...]:
-    held: Held = tuple((h.change.seq, h.code, h.message) for h in vb.held)
+    """The request that has the child write `vb`: its bytes (stored for relay), the rows made
+    here (`sync.store.batch_rows`, so the child neither decodes nor hashes), probes and held
+    changes (both rare)."""
+    made = batch_rows(vb, now_ms)
     s = vb.signed
-    return ("batch", job, now_ms, keep, s.header_bytes, s.signature, s.body, vb.header_hash, held)
+    return (
+        "batch",
+        job,
+        now_ms,
+        keep,
+        s.header_bytes,
+        s.signature,
+        s.body,
+        vb.header_hash,
+        vb.held,
+        made.rows,
+        made.probes,
+    )
 
 
 @dataclass
@@ -283,9 +299,8 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
         from sqlalchemy import event
 
         from node.db import _make_engine, is_sqlite
-        from sync.store import apply_batch_txn, watermarks_for_txn
-        from sync.verify import rebuild_verified
-        from sync.wire import SignedBatch
+        from sync.store import BatchRows, apply_batch_txn, watermarks_for_txn
+        from sync.wire import BatchHeader, SignedBatch
 
         engine = _make_engine(url, immediate=True)
         sqlite = is_sqlite(url)
@@ -339,7 +354,7 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                 job, failed, results = 0, "", []
             continue
         if kind == "batch":
-            _, this, now_ms, keep, header, signature, body, hh, held = msg
+            _, this, now_ms, keep, header, signature, body, hh, held, rows, probes = msg
             if this != job:  # a new job: whatever was left open is abandoned
                 rollback()
                 job, failed, results = this, "", []
@@ -350,8 +365,10 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                     began = time.perf_counter()
                     conn = engine.connect()
                     txn = conn.begin()
-                vb = rebuild_verified(SignedBatch(header, signature, body), hh, held)
-                results.append(apply_batch_txn(conn, vb, now_ms, keep))
+                signed = SignedBatch(header, signature, body)
+                vb = VerifiedBatch(signed, BatchHeader.from_bytes(header), hh, [], held)
+                made = BatchRows(rows, probes)
+                results.append(apply_batch_txn(conn, vb, now_ms, keep, made))
             except Exception as exc:  # the job fails; the node answers an error
                 failed = f"{type(exc).__name__}: {exc}"
                 rollback()

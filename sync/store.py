@@ -368,11 +368,51 @@ def log_apply(conn: Connection, h: BatchHeader, hh: bytes, kind: str, now_ms: in
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRows:
+    """The `records` rows (node.store.RECORD_COLUMNS order) and the end-to-end probes of a
+    verified batch: what `apply_batch_txn` writes for its changes, made where it was verified
+    when an apply process writes it (sync.apply_worker)."""
+
+    rows: list[tuple[Any, ...]]
+    probes: list[Change]
+
+
+def batch_rows(vb: VerifiedBatch, now_ms: int) -> BatchRows:
+    """Rows for every change of `vb` but its probes, made in one pass (no per-record dict)."""
+    h = vb.header
+    probes = [c for c in vb.changes if is_probe(c.record_type)]
+    origin, epoch = h.origin, h.epoch
+    rows = [
+        (
+            c.record_type,
+            origin,
+            c.key,
+            c.version,
+            c.deleted,
+            payload_json(c.payload),
+            c.standards,
+            record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
+            epoch,
+            c.seq,
+            now_ms,
+        )
+        for c in vb.changes
+        if not (probes and is_probe(c.record_type))
+    ]
+    return BatchRows(rows, probes)
+
+
 def apply_batch_txn(
-    conn: Connection, vb: VerifiedBatch, now_ms: int, keep_for_relay: bool
+    conn: Connection,
+    vb: VerifiedBatch,
+    now_ms: int,
+    keep_for_relay: bool,
+    made: BatchRows | None = None,
 ) -> BatchResult:
     """Apply one verified batch: version-guarded upserts, the signed bytes, the watermark — all in
-    this one transaction, or nothing."""
+    this one transaction, or nothing. `made` is `batch_rows(vb, now_ms)` when the caller made
+    it already (then `vb.changes` is not read)."""
     h = vb.header
     current = _watermark_row(conn, h.origin, h.epoch)
     wm_seq, wm_hash = current if current is not None else (0, ZERO_HASH)
@@ -401,26 +441,9 @@ def apply_batch_txn(
             f"batch [{h.first_seq}, {h.last_seq}] of {h.origin} does not chain to the batch "
             f"applied before it",
         )
-    probes = [c for c in vb.changes if is_probe(c.record_type)]
-    origin, epoch = h.origin, h.epoch
-    # Tuples in node.store.RECORD_COLUMNS order, made in one pass (no per-record dict).
-    rows = [
-        (
-            c.record_type,
-            origin,
-            c.key,
-            c.version,
-            c.deleted,
-            payload_json(c.payload),
-            c.standards,
-            record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
-            epoch,
-            c.seq,
-            now_ms,
-        )
-        for c in vb.changes
-        if not (probes and is_probe(c.record_type))
-    ]
+    if made is None:
+        made = batch_rows(vb, now_ms)
+    rows, probes = made.rows, made.probes
     upsert_for_epoch(conn, h.origin, h.epoch, rows)  # a re-installed origin's new epoch wins
     note_probes_txn(conn, h.origin, probes, now_ms)  # end-to-end lag probes: not records
     _store_batch(

@@ -9,7 +9,7 @@ record. `decide_order` compares a verified header with the receiver's watermark 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -128,24 +128,6 @@ def verify_batch(
         seqs = {h.change.seq for h in held}
         changes = [c for c in changes if c.seq not in seqs]
     return VerifiedBatch(signed, header, header_hash(signed.header_bytes), changes, tuple(held))
-
-
-def rebuild_verified(
-    signed: SignedBatch, header_hash_: bytes, held: Sequence[tuple[int, str, str]]
-) -> VerifiedBatch:
-    """The VerifiedBatch of a batch that `verify_batch` accepted elsewhere (the receiver, for
-    `sync.apply_worker`), from its bytes and the (seq, code, message) of its held changes.
-
-    No check is repeated: the caller trusts whoever verified it. Decoding a body whose digest was
-    checked cannot fail; if it does anyway, the WireError propagates and nothing is applied."""
-    header = BatchHeader.from_bytes(signed.header_bytes)
-    changes = decode_body(signed.body, header)
-    if not held:
-        return VerifiedBatch(signed, header, header_hash_, changes)
-    by_seq = {seq: (code, message) for seq, code, message in held}
-    kept = [c for c in changes if c.seq not in by_seq]
-    held_changes = tuple(HeldChange(c, *by_seq[c.seq]) for c in changes if c.seq in by_seq)
-    return VerifiedBatch(signed, header, header_hash_, kept, held_changes)
 
 
 def check_change_key(change: Change, rules: RecordValidator) -> None:

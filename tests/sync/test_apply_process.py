@@ -16,8 +16,9 @@ import pytest
 from node.datagen import generate_records
 from sync.apply_worker import ApplyWorker
 from sync.scrub import scrub
-from sync.verify import rebuild_verified, verify_batch
 from sync.wire import BatchStatus, Code, parse_error_body
+from tests.network_mgmt import test_held_records as held
+from tests.network_mgmt.support import get_json
 from tests.support.network import make_network, wait_until
 from tests.sync.test_attacks import Scene, open_scene
 
@@ -93,31 +94,35 @@ async def test_killed_apply_process_costs_a_retry_not_a_record(scene: Scene) -> 
     assert await scene.counts() == {"records": 20, "batches": 2, "watermarks": 1}
 
 
-async def test_rebuilt_batch_equals_the_verified_one(scene: Scene) -> None:
-    """What the child re-decodes is exactly what the receiver verified, held changes included."""
-    (batch,) = await scene.batches(scene.a, 12, per_batch=12)
-    cfg = scene.province.config
-    verified = verify_batch(
-        batch,
-        sender=scene.a,
-        receiver=cfg.node_id,
-        keys=scene.province.keyring,
-        route_of=cfg.route_of,
-        limits=cfg.limits,
-        rules_for=scene.province.validator_for_origin,
+async def test_held_records_are_kept_by_the_apply_process(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    """A province whose rules refuse some records (hold policy): the apply process writes the
+    rest of each batch and keeps the refused records in held_changes."""
+    net = held._network(tmp_path, database_for, {})
+    province_id, city_id = net.province_ids()[0], net.city_ids()[0]
+    cfg = net.configs[province_id]
+    net.configs[province_id] = cfg.model_copy(
+        update={"sync": cfg.sync.model_copy(update={"apply_process": True})}
     )
-    held = ((verified.changes[3].seq, "invalid_record", "held for the test"),)
-    rebuilt = rebuild_verified(verified.signed, verified.header_hash, held)
-    assert rebuilt.header == verified.header
-    assert rebuilt.header_hash == verified.header_hash
-    assert [c.seq for c in rebuilt.changes] == [
-        c.seq for c in verified.changes if c.seq != held[0][0]
-    ]
-    assert [(h.change, h.code, h.message) for h in rebuilt.held] == [
-        (verified.changes[3], "invalid_record", "held for the test")
-    ]
-    plain = rebuild_verified(verified.signed, verified.header_hash, ())
-    assert plain == verified
+    await net.init_all()
+    await net.start_all()
+    try:
+        province, city = net.nodes[province_id], net.nodes[city_id]
+        assert province.receiver.apply_worker is not None
+        assert province.receiver.apply_worker.running
+        await held._without_type31(province)
+        objs = held._records(city_id, 60, seed=3, back_payments=4)
+        await net.ingest(city_id, objs)
+        await net.wait_converged(30)
+        total = await held._record_count(city, city_id)
+        assert await held._record_count(province, city_id) == total - held._bad(objs)
+        op = await held._token(province, "alice")
+        status, doc = await get_json(province, "/v1/admin/held", token=op)
+        assert status == 200
+        assert doc["counts"] == {"held": 4, "released": 0, "skipped": 0}
+    finally:
+        await net.stop_all()
 
 
 async def test_tree_relays_through_apply_processes(
