@@ -31,6 +31,7 @@ from bench.one_hop import (
     RECORD_COLUMNS,
     UPDATED_COLUMNS,
     BenchError,
+    _children_peak_rss_kib,
     _connect,
     _cpu_with_children,
     _healthy,
@@ -309,6 +310,10 @@ def timed_hops(
         if seq < last_seq:
             raise BenchError(f"{target} reached seq {seq} of {last_seq} within {timeout_s}s")
         rss = {lv: (_peak_rss_kib(p.pid) or 0) / 1024 for lv, p in procs.items()}
+        for lv, p in procs.items():  # a receiving node's apply process (ADR 0014)
+            children = _children_peak_rss_kib(p.pid) / 1024
+            if children:
+                rss[f"{lv}_children"] = children
         cpu = {lv: (_cpu_with_children(p.pid) or 0.0) - cpu0[lv] for lv, p in procs.items()}
         server_cpu = {k: server_cpu_seconds(d) - server0[k] for k, d in (servers or {}).items()}
         city_m, target_m = _metrics(tree.urls_http["city"]), _metrics(tree.urls_http[target])

@@ -295,13 +295,10 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_with_children(pid: int) -> float | None:
-    """CPU time so far of a process and its live children (a node's apply process, ADR 0014;
-    a PostgreSQL postmaster's backends): children's time counts in the parent only once they
-    are reaped, which is after the benchmark has read it."""
-    own = _cpu_seconds(pid)
-    if own is None:
-        return None
+def _child_pids(pid: int) -> list[int]:
+    """Live children of a process, from /proc (a node's apply process, ADR 0014, and
+    multiprocessing's resource tracker; a PostgreSQL postmaster's backends)."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text_ = stat.read_text()
@@ -309,8 +306,22 @@ def _cpu_with_children(pid: int) -> float | None:
             continue
         fields = text_[text_.rindex(")") + 2 :].split()
         if int(fields[1]) == pid:  # ppid
-            own += _cpu_seconds(int(stat.parent.name)) or 0.0
-    return own
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _cpu_with_children(pid: int) -> float | None:
+    """CPU time so far of a process and its live children: children's time counts in the
+    parent only once they are reaped, which is after the benchmark has read it."""
+    own = _cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_cpu_seconds(child) or 0.0 for child in _child_pids(pid))
+
+
+def _children_peak_rss_kib(pid: int) -> int:
+    """Sum of the peak RSS of a process's live children (0 when it has none)."""
+    return sum(_peak_rss_kib(child) or 0 for child in _child_pids(pid))
 
 
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -414,7 +425,11 @@ def timed_run(
             raise BenchError(
                 f"province reached seq {seq} of {last_seq} within {timeout_s}s: {_tail(city_log)}"
             )
-        rss = {"province": _peak_rss_kib(province.pid), "city": _peak_rss_kib(city.pid)}
+        rss = {
+            "province": _peak_rss_kib(province.pid),
+            "province_children": _children_peak_rss_kib(province.pid),
+            "city": _peak_rss_kib(city.pid),
+        }
         cpu1 = {"province": _cpu_with_children(province.pid), "city": _cpu_seconds(city.pid)}
         pm, cm = _metrics(province_entry.url), _metrics(city_entry.url)
     finally:
@@ -468,7 +483,8 @@ def render(r: dict[str, Any]) -> str:
         f"({ceil['seconds']:.2f} s, sqlite3 executemany, one transaction, best of "
         f"{len(ceil['all_seconds'])})",
         f"ratio               : {r['ratio']:.3f} (target >= 0.5)",
-        f"peak RSS            : province {rss['province'] / 1024:.0f} MiB, "
+        f"peak RSS            : province {rss['province'] / 1024:.0f} MiB "
+        f"(+ {rss['province_children'] / 1024:.0f} MiB in its apply process), "
         f"city {rss['city'] / 1024:.0f} MiB",
         f"CPU during the run  : province {run['cpu_s']['province']:.2f} s, "
         f"city {run['cpu_s']['city']:.2f} s",

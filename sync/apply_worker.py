@@ -151,8 +151,10 @@ class ApplyWorker:
         if self._process is None:
             return
         self._stopping = True
-        with contextlib.suppress(Exception):
-            self._requests.put(("stop",))
+        alive = self._process.is_alive()
+        if alive:
+            with contextlib.suppress(Exception):
+                self._requests.put(("stop",))
         self._process.join(timeout_s)
         if self._process.is_alive():
             self._kill()
@@ -161,6 +163,8 @@ class ApplyWorker:
         self._fail_all("the apply process was stopped")
         for q in (self._requests, self._replies):
             with contextlib.suppress(Exception):
+                if not alive:  # nobody reads what is still buffered: do not wait to flush it
+                    q.cancel_join_thread()
                 q.close()
                 q.join_thread()
         self._process = None

@@ -171,9 +171,11 @@ class PushReceiver:
             self.metrics.receive_latency.labels("verify").observe(
                 self.clock.monotonic() - verify_started
             )
-        except ReceiveError as exc:
+        except BaseException as exc:
             if job is not None:
-                job.abort()
+                job.abort()  # whatever the child wrote of this push is rolled back
+            if not isinstance(exc, ReceiveError):
+                raise
             if exc.code is Code.RATE_LIMITED:
                 self.metrics.rejected.labels(exc.code.value).inc()
                 return limited_response(self.per_peer.retry_after(sender), exc.message)
