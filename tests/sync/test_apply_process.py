@@ -5,6 +5,7 @@ and a killed apply process costs one retried push, never a record."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from node.datagen import generate_records
-from sync.apply_worker import ApplyWorker
+from sync.apply_worker import ApplyWorker, ApplyWorkerDown
 from sync.scrub import scrub
+from sync.verify import verify_batch
 from sync.wire import BatchStatus, Code, parse_error_body
 from tests.network_mgmt import test_held_records as held
 from tests.network_mgmt.support import get_json
@@ -92,6 +94,33 @@ async def test_killed_apply_process_costs_a_retry_not_a_record(scene: Scene) -> 
     assert status == 200, parse_error_body(answer)
     assert [r.status for r in scene.reply(answer).results] == [BatchStatus.APPLIED] * 2
     assert await scene.counts() == {"records": 20, "batches": 2, "watermarks": 1}
+
+
+async def test_apply_process_dying_mid_push_fails_the_job_and_writes_nothing(
+    scene: Scene,
+) -> None:
+    """The child dies after taking a batch but before the commit: the push's job fails with
+    ApplyWorkerDown (the receiver answers 503, the sender retries) and nothing is written."""
+    worker = worker_of(scene)
+    (batch,) = await scene.batches(scene.a, 10, per_batch=10)
+    cfg = scene.province.config
+    verified = verify_batch(
+        batch,
+        sender=scene.a,
+        receiver=cfg.node_id,
+        keys=scene.province.keyring,
+        route_of=cfg.route_of,
+        limits=cfg.limits,
+        rules_for=scene.province.validator_for_origin,
+    )
+    job = worker.begin(scene.now(), keep=False)
+    job.feed(verified)
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    with pytest.raises(ApplyWorkerDown):
+        await asyncio.wait_for(job.finish([scene.a]), 30)
+    assert not worker.running
+    assert await scene.counts() == {"records": 0, "batches": 0, "watermarks": 0}
 
 
 async def test_held_records_are_kept_by_the_apply_process(
