@@ -456,6 +456,7 @@ class Node:
             self.runner = None
         if self.apply_worker is not None:
             self.receiver.apply_worker = None
+            self.metrics.apply_process.set(0)
             await asyncio.to_thread(self.apply_worker.stop)
             self.apply_worker = None
         await self.transport.close()
@@ -471,6 +472,7 @@ class Node:
             )
             return
         worker = ApplyWorker(url)
+        worker.on_down = lambda: self.metrics.apply_process.set(0)
         try:
             await asyncio.to_thread(worker.start)
         except ApplyWorkerDown as exc:
@@ -478,6 +480,7 @@ class Node:
             return
         self.apply_worker = worker
         self.receiver.apply_worker = worker
+        self.metrics.apply_process.set(1)
         log.info("received pushes are written by the apply process (pid %s)", worker.pid)
 
     # -- use cases -------------------------------------------------------------------------------

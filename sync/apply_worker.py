@@ -41,7 +41,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,8 @@ class ApplyWorker:
     _jobs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: bool = False
+    #: Called (from the reply thread) when the child ends without being asked to.
+    on_down: Callable[[], None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -199,6 +201,8 @@ class ApplyWorker:
             except queue.Empty:
                 if self._process is None or not self._process.is_alive():
                     if not self._stopping:
+                        if self.on_down is not None:
+                            self.on_down()
                         log.error(
                             "the apply process ended unexpectedly; pushes are now applied "
                             "in the node's own process"

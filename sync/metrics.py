@@ -106,6 +106,13 @@ class SyncMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.apply_process = Gauge(
+            "sync_apply_process",
+            "1 while received pushes are written by this node's apply process (ADR 0014), 0 when "
+            "they are written in the node's own process (turned off, or the process ended)",
+            namespace=ns,
+            registry=registry,
+        )
         self.receive_latency = Histogram(
             "sync_receive_seconds",
             "Time a received push spends before its last write: reading the body (stage=read), "

@@ -86,9 +86,17 @@ async def test_gap_and_order_are_judged_in_the_apply_process(scene: Scene) -> No
 async def test_killed_apply_process_costs_a_retry_not_a_record(scene: Scene) -> None:
     worker = worker_of(scene)
     batches = await scene.batches(scene.a, 20, per_batch=10)
+    registry = scene.province.registry
+    assert registry.get_sample_value("lsnet_sync_apply_process") == 1.0
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
     await wait_until(lambda: not worker.running, 10.0, "the apply process did not die")
+    # Operators see it: the gauge drops once the node notices.
+    await wait_until(
+        lambda: registry.get_sample_value("lsnet_sync_apply_process") == 0.0,
+        10.0,
+        "lsnet_sync_apply_process stayed 1",
+    )
     # From now on the province writes pushes itself; nothing was lost and nothing is doubled.
     status, answer = await scene.post(scene.seal(batches))
     assert status == 200, parse_error_body(answer)
