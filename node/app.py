@@ -51,6 +51,10 @@ from sync.standards_channel import StandardsChannel
 from sync.store import LinkState, SyncStore
 from sync.transport import HttpTransport, Transport
 
+# First pause before restarting an apply process that ended unasked, and the longest pause.
+APPLY_RESTART_S = 1.0
+APPLY_RESTART_MAX_S = 60.0
+
 log = logging.getLogger("lsnet.node")
 
 SOFTWARE_VERSION = "0.1.0"
@@ -91,6 +95,8 @@ class Node:
     ae_server: AntiEntropyServer | None = None
     restore_server: RestoreServer | None = None
     apply_worker: ApplyWorker | None = None
+    _apply_started: float = 0.0  # monotonic time the apply process last started
+    _apply_delay: float = 0.0  # the pause before the next restart of a dead apply process
 
     def _note_release(self) -> None:
         """Record this node's release in the rollout view and tell the parent soon."""
@@ -472,7 +478,13 @@ class Node:
             )
             return
         worker = ApplyWorker(url)
-        worker.on_down = lambda: self.metrics.apply_process.set(0)
+        loop = asyncio.get_running_loop()
+
+        def down() -> None:  # the reply thread saw the child end unasked
+            self.metrics.apply_process.set(0)
+            loop.call_soon_threadsafe(self._restart_apply_process_later)
+
+        worker.on_down = down
         try:
             await asyncio.to_thread(worker.start)
         except ApplyWorkerDown as exc:
@@ -480,8 +492,37 @@ class Node:
             return
         self.apply_worker = worker
         self.receiver.apply_worker = worker
+        self._apply_started = time.monotonic()
         self.metrics.apply_process.set(1)
         log.info("received pushes are written by the apply process (pid %s)", worker.pid)
+
+    def _restart_apply_process_later(self) -> None:
+        """Start a new apply process after a pause that doubles (up to a minute) while children
+        keep ending within a minute of their start; pushes are written here meanwhile."""
+        worker = self.apply_worker
+        if worker is None or worker.running:
+            return
+        now = time.monotonic()
+        quick_death = now - self._apply_started < APPLY_RESTART_MAX_S
+        doubled = min(max(self._apply_delay * 2, APPLY_RESTART_S), APPLY_RESTART_MAX_S)
+        self._apply_delay = doubled if quick_death else APPLY_RESTART_S
+
+        async def restart() -> None:
+            await asyncio.sleep(self._apply_delay)
+            if self.apply_worker is not worker or worker.running:
+                return
+            try:
+                await asyncio.to_thread(worker.start)
+            except ApplyWorkerDown as exc:
+                log.error("%s; trying again later", exc)
+                self._apply_started = time.monotonic()
+                self._restart_apply_process_later()
+                return
+            self._apply_started = time.monotonic()
+            self.metrics.apply_process.set(1)
+            log.warning("apply process restarted (pid %s)", worker.pid)
+
+        self._background.append(asyncio.create_task(restart()))
 
     # -- use cases -------------------------------------------------------------------------------
     def _release_in_force(self, version: int, data: bytes, extensions: Mapping[str, bytes]) -> None:

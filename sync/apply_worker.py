@@ -112,6 +112,8 @@ class ApplyWorker:
     _pending: dict[int, _Pending] = field(default_factory=dict)
     _jobs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Serialises start and stop (a restart in a thread may meet the node's stop).
+    _life: threading.RLock = field(default_factory=threading.RLock)
     _stopping: bool = False
     #: Called (from the reply thread) when the child ends without being asked to.
     on_down: Callable[[], None] | None = None
@@ -125,7 +127,14 @@ class ApplyWorker:
         return self._process is not None and self._process.is_alive()
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start the child and wait until it has opened the database (raises ApplyWorkerDown)."""
+        """Start the child and wait until it has opened the database (raises ApplyWorkerDown).
+        Also restarts a child that ended: what is left of the old one is cleaned up first."""
+        with self._life:
+            self._start(timeout_s)
+
+    def _start(self, timeout_s: float) -> None:
+        if self._process is not None:
+            self.stop()
         ctx = multiprocessing.get_context("spawn")
         self._requests = ctx.Queue()
         self._replies = ctx.Queue()
@@ -150,6 +159,10 @@ class ApplyWorker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the child to stop after its current job; kill it if it does not."""
+        with self._life:
+            self._stop(timeout_s)
+
+    def _stop(self, timeout_s: float) -> None:
         if self._process is None:
             return
         self._stopping = True

@@ -97,10 +97,27 @@ async def test_killed_apply_process_costs_a_retry_not_a_record(scene: Scene) -> 
         10.0,
         "lsnet_sync_apply_process stayed 1",
     )
-    # From now on the province writes pushes itself; nothing was lost and nothing is doubled.
-    status, answer = await scene.post(scene.seal(batches))
+    # Until a new apply process is up the province writes pushes itself: nothing was lost and
+    # nothing is doubled.
+    killed = worker.pid
+    first, second = batches
+    status, answer = await scene.post(scene.seal([first]))
     assert status == 200, parse_error_body(answer)
-    assert [r.status for r in scene.reply(answer).results] == [BatchStatus.APPLIED] * 2
+    assert [r.status for r in scene.reply(answer).results] == [BatchStatus.APPLIED]
+    assert await scene.counts() == {"records": 10, "batches": 1, "watermarks": 1}
+    # The node starts a new apply process by itself, and it writes the next push.
+    await wait_until(
+        lambda: worker.running and registry.get_sample_value("lsnet_sync_apply_process") == 1.0,
+        30.0,
+        "the apply process was not restarted",
+    )
+    assert worker.pid != killed
+    status, answer = await scene.post(scene.seal([first, second]))
+    assert status == 200, parse_error_body(answer)
+    assert [r.status for r in scene.reply(answer).results] == [
+        BatchStatus.DUPLICATE,
+        BatchStatus.APPLIED,
+    ]
     assert await scene.counts() == {"records": 20, "batches": 2, "watermarks": 1}
 
 
