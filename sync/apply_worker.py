@@ -15,7 +15,8 @@ before. The answer to the sender is sent only after the child's commit.
 
 What it does not do: it makes no decision about trust or validity (the receiver has verified
 every batch before handing it over), it does not retry (a job whose child died is answered with
-an error and the sender retries, which the watermarks make idempotent), and it is not used for
+an error and the sender retries, which the watermarks make idempotent; `node.app` starts a new
+child), and it is not used for
 in-memory databases (a second process cannot see them) or for anti-entropy repairs (those take
 `sync.ae_store`'s path in the node).
 
