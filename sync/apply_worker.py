@@ -16,9 +16,8 @@ before. The answer to the sender is sent only after the child's commit.
 What it does not do: it makes no decision about trust or validity (the receiver has verified
 every batch before handing it over), it does not retry (a job whose child died is answered with
 an error and the sender retries, which the watermarks make idempotent; `node.app` starts a new
-child), and it is not used for
-in-memory databases (a second process cannot see them) or for anti-entropy repairs (those take
-`sync.ae_store`'s path in the node).
+child), and it is not used for in-memory databases (a second process cannot see them) or for
+anti-entropy repairs (those take `sync.ae_store`'s path in the node).
 
 Messages are tuples over `multiprocessing` queues: requests `("batch", job, now_ms, keep,
 header, signature, body, header_hash, held, rows, probes)` (held: `HeldChange`s; rows: tuples
