@@ -612,6 +612,12 @@ class Node:
             }
         else:
             doc["standards"] = {"release": None, "builtin": BUILTIN_STANDARDS}
+        worker = self.apply_worker  # ADR 0014: who writes received pushes
+        doc["apply_process"] = (
+            {"running": worker.running, "pid": worker.pid if worker.running else None}
+            if worker is not None
+            else None
+        )
         return doc
 
 

@@ -39,6 +39,8 @@ def worker_of(scene: Scene) -> ApplyWorker:
 
 async def test_push_is_written_by_the_apply_process(scene: Scene) -> None:
     worker = worker_of(scene)
+    status = await scene.province.status_dict()
+    assert status["apply_process"] == {"running": True, "pid": worker.pid}
     batches = await scene.batches(scene.a, 30, per_batch=10)
     status, answer = await scene.post(scene.seal(batches))
     assert status == 200
