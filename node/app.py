@@ -481,6 +481,7 @@ class Node:
         loop = asyncio.get_running_loop()
 
         def down() -> None:  # the reply thread saw the child end unasked
+            self.metrics.apply_process_ended.inc()  # counted before the gauge drops
             self.metrics.apply_process.set(0)
             loop.call_soon_threadsafe(self._restart_apply_process_later)
 

@@ -113,6 +113,12 @@ class SyncMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.apply_process_ended = Counter(
+            "sync_apply_process_ended",
+            "Times this node's apply process ended without being asked to (it is restarted)",
+            namespace=ns,
+            registry=registry,
+        )
         self.receive_latency = Histogram(
             "sync_receive_seconds",
             "Time a received push spends before its last write: reading the body (stage=read), "

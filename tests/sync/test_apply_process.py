@@ -93,12 +93,13 @@ async def test_killed_apply_process_costs_a_retry_not_a_record(scene: Scene) -> 
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
     await wait_until(lambda: not worker.running, 10.0, "the apply process did not die")
-    # Operators see it: the gauge drops once the node notices.
+    # Operators see it: the gauge drops once the node notices, and the end is counted.
     await wait_until(
         lambda: registry.get_sample_value("lsnet_sync_apply_process") == 0.0,
         10.0,
         "lsnet_sync_apply_process stayed 1",
     )
+    assert registry.get_sample_value("lsnet_sync_apply_process_ended_total") == 1.0
     # Until a new apply process is up the province writes pushes itself: nothing was lost and
     # nothing is doubled.
     killed = worker.pid
