@@ -113,7 +113,7 @@ class ApplyWorker:
     _jobs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # Serialises start and stop (a restart in a thread may meet the node's stop).
-    _life: threading.RLock = field(default_factory=threading.RLock)
+    _life: threading.Lock = field(default_factory=threading.Lock)
     _stopping: bool = False
     #: Called (from the reply thread) when the child ends without being asked to.
     on_down: Callable[[], None] | None = None
@@ -134,7 +134,7 @@ class ApplyWorker:
 
     def _start(self, timeout_s: float) -> None:
         if self._process is not None:
-            self.stop()
+            self._stop(timeout_s)
         ctx = multiprocessing.get_context("spawn")
         self._requests = ctx.Queue()
         self._replies = ctx.Queue()
@@ -213,18 +213,11 @@ class ApplyWorker:
                 reply = self._replies.get(timeout=POLL_S)
             except queue.Empty:
                 if self._process is None or not self._process.is_alive():
-                    if not self._stopping:
-                        if self.on_down is not None:
-                            self.on_down()
-                        log.error(
-                            "the apply process ended unexpectedly; pushes are now applied "
-                            "in the node's own process"
-                        )
-                    self._fail_all("the apply process ended during this push")
+                    self._ended()
                     return
                 continue
             except (EOFError, OSError):
-                self._fail_all("the apply process ended during this push")
+                self._ended()
                 return
             kind = reply[0]
             with self._lock:
@@ -235,6 +228,17 @@ class ApplyWorker:
                 _settle(pending, Applied(list(reply[2]), list(reply[3]), float(reply[4])), None)
             else:
                 _settle(pending, None, ApplyFailed(str(reply[2])))
+
+    def _ended(self) -> None:
+        """The child is gone: fail its waiting jobs and, unless it was asked to stop, say so."""
+        if not self._stopping:
+            if self.on_down is not None:
+                self.on_down()
+            log.error(
+                "the apply process ended unexpectedly; pushes are now applied in the node's own "
+                "process"
+            )
+        self._fail_all("the apply process ended during this push")
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
@@ -340,80 +344,99 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
         return
     gc.freeze()
     replies.put(("ready",))
-    conn: Any = None
-    txn: Any = None
-    job = 0
-    failed = ""
-    results: list[BatchResult] = []
-    began = 0.0
+    current: _ChildJob | None = None
 
-    def rollback() -> None:
-        nonlocal conn, txn
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                txn.rollback()
-            with contextlib.suppress(Exception):
-                conn.close()
-        conn = txn = None
+    def job_for(number: int) -> _ChildJob:
+        """The job `number`; whatever another job left open is abandoned (rolled back)."""
+        nonlocal current
+        if current is None or current.number != number:
+            if current is not None:
+                current.rollback()
+            current = _ChildJob(engine, number)
+        return current
 
     while True:
         try:
             msg = requests.get(timeout=POLL_S)
         except queue.Empty:
             if os.getppid() != parent:
-                rollback()
+                if current is not None:
+                    current.rollback()
                 return
             continue
         kind = msg[0]
         if kind == "stop":
-            rollback()
+            if current is not None:
+                current.rollback()
             engine.dispose()
             return
         if kind == "abort":
-            if msg[1] == job:
-                rollback()
-                job, failed, results = 0, "", []
+            if current is not None and current.number == msg[1]:
+                current.rollback()
+                current = None
             continue
         if kind == "batch":
-            _, this, now_ms, keep, header, signature, body, hh, held, rows, probes = msg
-            if this != job:  # a new job: whatever was left open is abandoned
-                rollback()
-                job, failed, results = this, "", []
-            if failed:
+            _, number, now_ms, keep, header, signature, body, hh, held, rows, probes = msg
+            job = job_for(number)
+            if job.failed:
                 continue
             try:
-                if conn is None:
-                    began = time.perf_counter()
-                    conn = engine.connect()
-                    txn = conn.begin()
                 signed = SignedBatch(header, signature, body)
                 vb = VerifiedBatch(signed, BatchHeader.from_bytes(header), hh, [], held)
                 made = BatchRows(rows, probes)
-                results.append(apply_batch_txn(conn, vb, now_ms, keep, made))
+                job.results.append(apply_batch_txn(job.open(), vb, now_ms, keep, made))
             except Exception as exc:  # the job fails; the node answers an error
-                failed = f"{type(exc).__name__}: {exc}"
-                rollback()
+                job.failed = f"{type(exc).__name__}: {exc}"
+                job.rollback()
             continue
         if kind == "end":
-            _, this, subtree = msg
-            if this != job:  # a job with no batches, or one this process never saw
-                rollback()
-                job, failed, results = this, "", []
+            _, number, subtree = msg
+            job = job_for(number)  # a job with no batches starts here
+            current = None
             try:
-                if failed:
-                    raise ApplyFailed(failed)
-                if conn is None:
-                    began = time.perf_counter()
-                    conn = engine.connect()
-                    txn = conn.begin()
-                marks = watermarks_for_txn(conn, subtree)
-                txn.commit()
-                conn.close()
-                conn = txn = None
-                replies.put(("done", job, results, marks, time.perf_counter() - began))
+                if job.failed:
+                    raise ApplyFailed(job.failed)
+                marks = watermarks_for_txn(job.open(), subtree)
+                seconds = job.commit()
+                replies.put(("done", number, job.results, marks, seconds))
                 if sqlite:
                     _checkpoint(engine)
             except Exception as exc:  # the job fails; the node answers an error
-                rollback()
-                replies.put(("error", job, str(exc)))
-            job, failed, results = 0, "", []
+                job.rollback()
+                replies.put(("error", number, str(exc)))
+
+
+class _ChildJob:
+    """The child's side of one job: its transaction, opened at its first write."""
+
+    def __init__(self, engine: Any, number: int) -> None:
+        self.engine = engine
+        self.number = number
+        self.failed = ""
+        self.results: list[BatchResult] = []
+        self._conn: Any = None
+        self._txn: Any = None
+        self._began = 0.0
+
+    def open(self) -> Any:
+        """The job's connection, in its transaction."""
+        if self._conn is None:
+            self._began = time.perf_counter()
+            self._conn = self.engine.connect()
+            self._txn = self._conn.begin()
+        return self._conn
+
+    def commit(self) -> float:
+        """Commit; the seconds from the first write to the commit."""
+        self._txn.commit()
+        self._conn.close()
+        self._conn = self._txn = None
+        return time.perf_counter() - self._began
+
+    def rollback(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._txn.rollback()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = self._txn = None
