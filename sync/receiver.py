@@ -166,7 +166,8 @@ class PushReceiver:
                 )
             # With an apply process, each batch is written there while the next is verified
             # here; a batch that fails verification aborts the job and nothing is written.
-            job = self._begin_job(push)
+            repair = self._is_repair(push)
+            job = None if repair else self._begin_job(push)
             verified = self._verify_all(push, job.feed if job is not None else None)
             self.metrics.receive_latency.labels("verify").observe(
                 self.clock.monotonic() - verify_started
@@ -202,7 +203,6 @@ class PushReceiver:
         started = self.clock.monotonic()
         now_ms = self.clock.time_ms()
         keep = self.config.parent is not None
-        wanted = self.repair_wanted
         if job is not None:
             try:
                 applied = await job.finish(subtree)
@@ -215,9 +215,7 @@ class PushReceiver:
                 )
             results, marks = applied.results, applied.marks
             self.metrics.apply_latency.observe(applied.seconds)
-        elif wanted is not None and any(
-            wanted(vb.header.origin, vb.header.last_seq, now_ms) for vb in verified
-        ):
+        elif repair:
             from sync.ae_store import repair_push_txn  # anti-entropy's apply, built on sync.store
 
             results, marks = await self.store.db.write(
@@ -296,24 +294,27 @@ class PushReceiver:
     def _parse(self, envelope: bytes) -> Push:
         return Push.from_bytes(envelope, max_batches=self.config.limits.max_batches_per_transfer)
 
+    def _is_repair(self, push: Push) -> bool:
+        """Whether a batch of this push is an anti-entropy repair this node asked for (then the
+        push takes `sync.ae_store`'s path). Read from the headers before verification; a push
+        whose header does not parse is refused by verification, so the answer is unused."""
+        wanted = self.repair_wanted
+        if wanted is None:
+            return False
+        now_ms = self.clock.time_ms()
+        try:
+            headers = [BatchHeader.from_bytes(signed.header_bytes) for signed in push.batches]
+        except WireError:
+            return False
+        return any(wanted(h.origin, h.last_seq, now_ms) for h in headers)
+
     def _begin_job(self, push: Push) -> ApplyJob | None:
-        """A job on the apply process for this push, or None to apply it in this process (no
-        apply process, or one of its batches is an anti-entropy repair this node asked for)."""
+        """A job on the apply process for this push, or None to apply it in this process."""
         worker = self.apply_worker
         if worker is None or not worker.running or not push.batches:
             return None
-        now_ms = self.clock.time_ms()
-        wanted = self.repair_wanted
-        if wanted is not None:
-            for signed in push.batches:
-                try:
-                    header = BatchHeader.from_bytes(signed.header_bytes)
-                except WireError:
-                    return None  # verification says what is wrong with it
-                if wanted(header.origin, header.last_seq, now_ms):
-                    return None
         try:
-            return worker.begin(now_ms, self.config.parent is not None)
+            return worker.begin(self.clock.time_ms(), self.config.parent is not None)
         except ApplyWorkerDown:
             return None
 
