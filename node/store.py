@@ -119,8 +119,8 @@ def _sqlite_upsert() -> str:
 
 
 def record_row(origin: str, epoch: str, c: Change, now_ms: int) -> tuple[Any, ...]:
-    """One change as a `records` row, a tuple in RECORD_COLUMNS order (the push apply in
-    `sync.store` builds the same tuples inline, in one pass, for speed)."""
+    """One change as a `records` row, a tuple in RECORD_COLUMNS order (`sync.store.batch_rows`
+    builds the same tuples inline, in one pass, for speed: it runs for every received record)."""
     return (
         c.record_type,
         origin,
