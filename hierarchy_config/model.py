@@ -203,6 +203,10 @@ class SyncConfig(_Frozen):
     # on for a node with children run by `lsnet node run` on a machine with 2 or more CPUs,
     # off where many nodes share one process (`lsnet demo`, `lsnet simulate`, tests).
     apply_process: bool | None = None
+    # How many pushes a node may have on the way to its parent at once while it catches up
+    # (ADR 0015). With 2 the next push is verified by the parent while the previous one is being
+    # written and answered; 1 is the strict one-transfer-in-flight of DESIGN §4.
+    pushes_in_flight: int = Field(default=2, ge=1, le=8)
     # What a receiver does with a record that fails validation inside a sound, signed batch (a
     # poison record, e.g. a code this node's standards do not know yet). "hold": keep the record
     # aside for an operator (`lsnet links held ...`), apply the rest of the batch and go on, so

@@ -282,15 +282,22 @@ class ApplyJob:
             with contextlib.suppress(Exception):
                 self.worker._put(("abort", self.job))
 
-    async def finish(self, subtree: Sequence[str]) -> Applied:
-        """Commit the job and return the batches' results and the watermarks to answer with."""
+    def end(self, subtree: Sequence[str]) -> asyncio.Future[Applied]:
+        """Ask for the commit (at once, in order with the other jobs' messages); the future
+        gives the batches' results and the watermarks to answer with."""
         self._closed = True
         with self.worker._lock:
             pending = self.worker._pending.get(self.job)
         if pending is None:
-            raise ApplyWorkerDown("the apply process ended during this push")
+            future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+            future.set_exception(ApplyWorkerDown("the apply process ended during this push"))
+            return future
         self.worker._put(("end", self.job, list(subtree)))
-        return await pending.future
+        return pending.future
+
+    async def finish(self, subtree: Sequence[str]) -> Applied:
+        """Commit the job and return the batches' results and the watermarks to answer with."""
+        return await self.end(subtree)
 
 
 # -- the child process -------------------------------------------------------------------------

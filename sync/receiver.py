@@ -11,6 +11,7 @@ sender's whole subtree.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -128,6 +129,7 @@ class PushReceiver:
         from sync.child_gate import ChildGate  # built on this module's errors
 
         self.gate = ChildGate(config, clock, metrics, lambda: self.events)
+        self._handing_over = asyncio.Lock()
         self.gate.keyring = KeyRing.from_keys(config.subtree_keys())  # the node passes its own
 
     @property
@@ -167,8 +169,20 @@ class PushReceiver:
             # With an apply process, each batch is written there while the next is verified
             # here; a batch that fails verification aborts the job and nothing is written.
             repair = self._is_repair(push)
-            job = None if repair else self._begin_job(push)
-            verified = self._verify_all(push, job.feed if job is not None else None)
+            subtree = [c.id for c in self.children[push.sender].walk()]
+            # One push at a time is verified and handed over (the apply process writes one job
+            # at a time, in the order the jobs were handed over); between batches the event loop
+            # is free, e.g. to answer the push before this one once it is written (ADR 0015).
+            async with self._handing_over:
+                job = None if repair else self._begin_job(push)
+                try:
+                    verified = await self._verify_all(push, job.feed if job is not None else None)
+                except BaseException:
+                    if job is not None:
+                        job.abort()  # whatever the child wrote of this push is rolled back
+                        job = None
+                    raise
+                written = job.end(subtree) if job is not None else None
             self.metrics.receive_latency.labels("verify").observe(
                 self.clock.monotonic() - verify_started
             )
@@ -199,13 +213,12 @@ class PushReceiver:
                 exc.message,
             )
             return error_response(exc.code, exc.message, exc.batch)
-        subtree = [c.id for c in self.children[push.sender].walk()]
         started = self.clock.monotonic()
         now_ms = self.clock.time_ms()
         keep = self.config.parent is not None
-        if job is not None:
+        if written is not None:
             try:
-                applied = await job.finish(subtree)
+                applied = await written
             except ApplyFailed as exc:
                 log.error("IN [%s] push verified but not written: %s", push.sender, exc)
                 self.metrics.rejected.labels(Code.INTERNAL.value).inc()
@@ -226,7 +239,7 @@ class PushReceiver:
                     self.on_repaired(origin, n)
         else:
             results, marks = await self.store.apply_push(verified, now_ms, keep, subtree)
-        if job is None:
+        if written is None:
             self.metrics.apply_latency.observe(self.clock.monotonic() - started)
         applied_any = False
         for vb, res in zip(verified, results, strict=True):
@@ -318,11 +331,13 @@ class PushReceiver:
         except ApplyWorkerDown:
             return None
 
-    def _verify_all(
+    async def _verify_all(
         self, push: Push, feed: Callable[[VerifiedBatch], None] | None = None
     ) -> list[VerifiedBatch]:
         out = []
         for index, signed in enumerate(push.batches):
+            if index:
+                await asyncio.sleep(0)  # let the loop answer, read and accept between batches
             try:
                 out.append(
                     verify_batch(

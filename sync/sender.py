@@ -1,4 +1,4 @@
-"""The queue towards the parent: one object per upstream peer, one transfer in flight.
+"""The queue towards the parent: one object per upstream peer, a bounded window of transfers.
 
 Modes: LIVE (nothing waiting; new local changes trigger a push after a short debounce),
 CATCHING_UP (a backlog is streamed in bounded transfers, back to back) and BACKING_OFF (the
@@ -7,6 +7,11 @@ failure carry one batch each until one is answered). The mode, failure count,
 backoff deadline, last success and last error are persisted in `links`, so a restarted node
 resumes where it stopped. Batches are acknowledged only from the parent's signed watermarks; a
 batch the parent refuses for its content is quarantined with the reason, never dropped.
+
+While catching up, up to `[sync] pushes_in_flight` transfers may be on the way at once (ADR 0015):
+the next push leaves while the parent still verifies and writes the previous one. Answers are
+taken strictly in the order the pushes left; when one fails, the pushes sent after it are
+abandoned (their batches are simply sent again: the parent's watermarks make that harmless).
 
 This module does not decide trust on the receiving side (see `sync.verify`) and does not talk
 HTTP itself (see `sync.transport`).
@@ -78,6 +83,15 @@ class Mode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class _Ahead:
+    """A push sent while an earlier one was still unanswered (`pushes_in_flight` > 1)."""
+
+    pending: list[PendingBatch]
+    task: asyncio.Future[bool]
+    full: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Ready:
     """A transfer read and sealed ahead: its batches, the push and its bytes, when it was made."""
 
@@ -126,6 +140,8 @@ class UpstreamQueue:
         self.transfers = 0
         self._prepared = 0  # batches cut while the last transfer was in flight
         self._ready: _Ready | None = None  # the next push, sealed while the last was in flight
+        # Pushes already sent behind the one being waited for, oldest first (ADR 0015).
+        self._ahead: deque[_Ahead] = deque()
         self.events: SecurityEvents | None = None
         # Operator controls (network_mgmt.link_admin persists `paused`); the recent failures of
         # this link, newest last, for `lsnet links errors` and the heartbeat.
@@ -179,6 +195,7 @@ class UpstreamQueue:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self._abandon_ahead()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -224,8 +241,23 @@ class UpstreamQueue:
             await self.clock.sleep(self.settings.debounce_ms / 1000.0)
 
     async def transfer_once(self) -> bool:
-        """Cut new batches, send one bounded transfer, record the answer. True if more may wait."""
+        """Cut new batches, send one bounded transfer, record the answer. True if more may wait.
+
+        When a push was already sent ahead (`pushes_in_flight` > 1), this waits for its answer
+        instead, and sends the one after it meanwhile."""
         now = self.clock.time_ms()
+        if self._ahead:
+            ahead = self._ahead.popleft()
+            self.in_flight = True
+            try:
+                progress = await self._send_preparing_next(
+                    ahead.pending, now, prepare=ahead.full, running=ahead.task
+                )
+            finally:
+                self.in_flight = False
+            self.transfers += 1
+            await self._succeeded(Mode.CATCHING_UP if ahead.full else Mode.LIVE, touched=True)
+            return progress
         # Batches the previous transfer prepared while in flight count towards this one's.
         prepared, self._prepared = self._prepared, 0
         ready, self._ready = self._ready, None
@@ -267,29 +299,74 @@ class UpstreamQueue:
         *,
         prepare: bool,
         sealed: tuple[Push, bytes] | None = None,
+        running: asyncio.Future[bool] | None = None,
     ) -> bool:
-        """Send one transfer; during a backlog (`prepare`), cut and sign the next transfer's
-        batches, read them and seal the next push while this one is in flight, so the parent's
-        work and ours overlap. Preparing is not sending: the next transfer leaves only after this
-        one is answered (one transfer in flight per parent), and only if it is still exactly the
-        next one then. A failed preparation is logged and redone by the next transfer."""
-        send = asyncio.ensure_future(self._send(pending, sealed))
+        """Send one transfer (or wait for `running`, already sent); during a backlog
+        (`prepare`), cut and sign the next transfer's batches, read them and seal the next push
+        while this one is in flight, so the parent's work and ours overlap.
+
+        With `pushes_in_flight` = 1, preparing is not sending: the next transfer leaves only
+        after this one is answered, and only if it is still exactly the next one then. With more,
+        the next pushes leave at once, up to the window, and are answered in order (ADR 0015).
+        A failed preparation is logged and redone by the next transfer."""
+        send = (
+            running if running is not None else asyncio.ensure_future(self._send(pending, sealed))
+        )
         if prepare:
             try:
-                self._prepared = await self._cut(now_ms, self.limits.max_batches_per_transfer)
-                following = await self.store.next_transfer(
-                    self.limits.max_batches_per_transfer,
-                    self._transfer_bytes,
-                    after_id=max(p.id for p in pending),
-                )
-                if following:
-                    self._ready = _Ready(following, self._seal(following), self.clock.monotonic())
+                await self._fill_window(send, pending, now_ms)
             except asyncio.CancelledError:
                 send.cancel()
+                await self._abandon_ahead()
                 raise
             except Exception:
                 log.exception("UP [%s] preparing the next transfer failed", self.parent.id)
-        return await send
+        try:
+            return await send
+        except BaseException:
+            # The pushes sent after this one are answered in order after it: abandon them.
+            await self._abandon_ahead()
+            raise
+
+    async def _fill_window(
+        self, send: asyncio.Future[bool], pending: list[PendingBatch], now_ms: int
+    ) -> None:
+        """Keep the window full while `send` is on the way: send pushes ahead up to
+        `pushes_in_flight`, and keep one more sealed and ready to leave as soon as an answer
+        frees a place (with a window of 1, that ready push is all there is)."""
+        window = self.settings.pushes_in_flight
+        most = self.limits.max_batches_per_transfer
+        while True:
+            ready = self._ready
+            if ready is not None and window > 1 and 1 + len(self._ahead) < window:
+                self._ready = None
+                if self._still_ready(ready):
+                    earlier = self._ahead[-1].task if self._ahead else send
+                    task = asyncio.ensure_future(self._send(ready.pending, ready.sealed, earlier))
+                    self._ahead.append(_Ahead(ready.pending, task, len(ready.pending) >= most))
+                    if len(ready.pending) < most:
+                        return  # the backlog is sent
+                continue
+            if ready is not None:
+                return  # the window is full and the next push is ready
+            self._prepared = await self._cut(now_ms, most)
+            last_id = max(p.id for p in (self._ahead[-1].pending if self._ahead else pending))
+            following = await self.store.next_transfer(most, self._transfer_bytes, last_id)
+            if not following:
+                return
+            self._ready = _Ready(following, self._seal(following), self.clock.monotonic())
+            if window > 1:
+                self._prepared = 0  # cut for a push that leaves from here
+
+    async def _abandon_ahead(self) -> None:
+        """Cancel the pushes sent ahead. Their batches stay unacknowledged and are sent again;
+        a parent that did apply them answers `duplicate` with its watermark."""
+        ahead, self._ahead = list(self._ahead), deque()
+        for item in ahead:
+            item.task.cancel()
+        for item in ahead:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await item.task
 
     @property
     def _transfer_bytes(self) -> int:
@@ -323,13 +400,20 @@ class UpstreamQueue:
         return push, Sealed(envelope, sign(self.key, PURPOSE_PUSH, envelope)).to_bytes()
 
     async def _send(
-        self, pending: list[PendingBatch], sealed: tuple[Push, bytes] | None = None
+        self,
+        pending: list[PendingBatch],
+        sealed: tuple[Push, bytes] | None = None,
+        earlier: asyncio.Future[bool] | None = None,
     ) -> bool:
+        """Send one push and act on its answer. `earlier`: the push sent just before this one
+        and not yet answered; this one's answer is acted on only after it, and only if it
+        succeeded (answers in send order, so acknowledgements never go backwards)."""
         push, body = sealed if sealed is not None else self._seal(pending)
         started = self.clock.monotonic()
         try:
             answer = await self.transport.post(self.parent.id, self.parent.url + PUSH_PATH, body)
         except PeerRejected as exc:
+            await self._after(earlier)
             if (
                 exc.batch_index is not None
                 and exc.code in CONTENT_CODES
@@ -339,6 +423,7 @@ class UpstreamQueue:
                 return True
             raise
         self.metrics.push_latency.labels(self.parent.id).observe(self.clock.monotonic() - started)
+        await self._after(earlier)
         reply = self._open_reply(answer, push.nonce)
         self.metrics.batches_sent.labels(self.parent.id).inc(len(pending))
         by_range = {(p.origin, p.epoch, p.first_seq): p for p in pending}
@@ -372,6 +457,15 @@ class UpstreamQueue:
                 requeued,
             )
         return progress or acked > 0 or requeued > 0
+
+    async def _after(self, earlier: asyncio.Future[bool] | None) -> None:
+        """Wait until the push sent before this one has been answered and acted on; raise
+        PeerUnavailable if it failed (this answer is then not acted on)."""
+        if earlier is None:
+            return
+        await asyncio.wait([earlier])
+        if earlier.cancelled() or earlier.exception() is not None:
+            raise PeerUnavailable(self.parent.id, "an earlier push of this transfer window failed")
 
     def _open_reply(self, answer: bytes, nonce: bytes) -> PushReply:
         try:

@@ -324,16 +324,25 @@ async def test_batches_before_a_poisoned_one_are_still_delivered(
 
 
 async def limited_net(
-    tmp_path: Path, database_for: Callable[[str], str], per_batch: int, per_transfer: int
+    tmp_path: Path,
+    database_for: Callable[[str], str],
+    per_batch: int,
+    per_transfer: int,
+    in_flight: int = 1,
 ) -> tuple[TestNet, str, str]:
     """`small_net` with small batches and transfers on the province and the city, both
-    initialised; returns the network, the province's id and the city's."""
+    initialised; returns the network, the province's id and the city's. `in_flight`: the
+    city's `[sync] pushes_in_flight` (1, the strict one-transfer rule, unless a test says)."""
     net = small_net(tmp_path, database_for, overrides=FAST)
     (province_id,), (city_id,) = net.province_ids(), net.city_ids()
     for node_id in (province_id, city_id):
         net.configs[node_id] = with_limits(
             net.configs[node_id], max_batch_changes=per_batch, max_batches_per_transfer=per_transfer
         )
+    cfg = net.configs[city_id]
+    net.configs[city_id] = cfg.model_copy(
+        update={"sync": cfg.sync.model_copy(update={"pushes_in_flight": in_flight})}
+    )
     await init(net, province_id, city_id)
     return net, province_id, city_id
 

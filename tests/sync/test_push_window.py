@@ -1,0 +1,230 @@
+"""More than one push on the way to the parent (`[sync] pushes_in_flight`, ADR 0015), over real
+HTTP on both backends: the next push leaves before the previous one is answered, answers are acted
+on in the order the pushes left, a failed push abandons the ones sent after it without losing or
+doubling a record, and the parent hands pushes to its apply process one at a time, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync.errors import PeerUnavailable
+from sync.wire import BatchStatus, Push, Watermark
+from tests.sync.helpers import valid_records
+from tests.sync.test_attacks import Scene, open_scene
+from tests.sync.test_sender import _first_seqs, applied, batch_rows, limited_net, sample
+
+GATE_S = 10.0  # how long a gate waits for what must happen before it gives up (then: fail)
+PER_BATCH, PER_TRANSFER, RECORDS = 10, 2, 100
+
+
+class GatedTransport:
+    """The queue's own transport, with a hook around each post (numbered from 1) and the bytes of
+    every push kept."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.bodies: list[bytes] = []
+        self.posted: dict[int, asyncio.Event] = {}
+        self.answered: dict[int, asyncio.Event] = {}
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def event(self, table: dict[int, asyncio.Event], n: int) -> asyncio.Event:
+        return table.setdefault(n, asyncio.Event())
+
+    async def hold(self, n: int, answer: bytes) -> bytes:
+        """What post `n` does with its answer before returning it (override in a test)."""
+        return answer
+
+    async def post(self, peer: str, url: str, body: bytes) -> bytes:
+        self.bodies.append(body)
+        n = len(self.bodies)
+        self.event(self.posted, n).set()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            answer: bytes = await self.inner.post(peer, url, body)
+            self.event(self.answered, n).set()
+            return await self.hold(n, answer)
+        finally:
+            self.in_flight -= 1
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def drain(queue: Any, most: int = 20) -> None:
+    while await queue.transfer_once():
+        assert queue.transfers <= most, "the queue does not converge"
+
+
+def sent_seqs(bodies: Sequence[bytes]) -> list[int]:
+    return [seq for body in bodies for seq in _first_seqs(body)]
+
+
+async def test_the_next_push_leaves_before_the_previous_one_is_answered(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    net, province_id, city_id = await limited_net(
+        tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=2
+    )
+    province = await net.start(province_id)
+    city = net.open(city_id)  # not started: the test drives its queue by hand
+    queue = city.upstream
+    assert queue is not None
+
+    class FirstWaitsForSecond(GatedTransport):
+        async def hold(self, n: int, answer: bytes) -> bytes:
+            if n == 1:  # push 2 must leave while push 1's answer is still held here
+                await asyncio.wait_for(self.event(self.posted, 2).wait(), GATE_S)
+            return answer
+
+    transport = FirstWaitsForSecond(queue.transport)
+    queue.transport = transport
+    try:
+        await city.ingest(valid_records(city_id, RECORDS, seed=11))
+        await drain(queue)
+        assert transport.most_in_flight == 2
+        assert queue.transfers == RECORDS // (PER_BATCH * PER_TRANSFER)
+        assert await applied(province, city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(city))
+        # Every batch went once and was applied once.
+        seqs = sent_seqs(transport.bodies)
+        assert sorted(seqs) == list(range(1, RECORDS + 1, PER_BATCH)) == seqs
+        received = "lsnet_sync_batches_received_total"
+        assert sample(province, received, origin=city_id, status="applied") == RECORDS // PER_BATCH
+        assert sample(province, received, origin=city_id, status="duplicate") == 0
+    finally:
+        await city.stop()
+        await net.stop_all()
+
+
+async def test_answers_are_acted_on_in_the_order_the_pushes_left(
+    tmp_path: Path, database_for: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net, province_id, city_id = await limited_net(
+        tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=2
+    )
+    province = await net.start(province_id)
+    city = net.open(city_id)
+    queue = city.upstream
+    assert queue is not None
+
+    class SecondAnswerFirst(GatedTransport):
+        async def hold(self, n: int, answer: bytes) -> bytes:
+            if n == 1:  # the first answer reaches the queue after the second one
+                await asyncio.wait_for(self.event(self.answered, 2).wait(), GATE_S)
+            return answer
+
+    transport = SecondAnswerFirst(queue.transport)
+    queue.transport = transport
+    acks: list[int] = []
+    real_apply_acks = queue.store.apply_acks
+
+    async def recording(marks: Sequence[Watermark]) -> tuple[int, int]:
+        acks.append(max(w.seq for w in marks if w.origin == city_id))
+        acked, requeued = await real_apply_acks(marks)
+        assert requeued == 0, "an acknowledgement went backwards"
+        return acked, requeued
+
+    monkeypatch.setattr(queue.store, "apply_acks", recording)
+    try:
+        await city.ingest(valid_records(city_id, RECORDS, seed=12))
+        await drain(queue)
+        step = PER_BATCH * PER_TRANSFER
+        assert acks == list(range(step, RECORDS + 1, step))
+        assert await applied(province, city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(city))
+        assert sent_seqs(transport.bodies) == list(range(1, RECORDS + 1, PER_BATCH))
+    finally:
+        await city.stop()
+        await net.stop_all()
+
+
+async def test_a_failed_push_abandons_the_ones_sent_after_it(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    net, province_id, city_id = await limited_net(
+        tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=2
+    )
+    province = await net.start(province_id)
+    city = net.open(city_id)
+    queue = city.upstream
+    assert queue is not None
+
+    class FirstFails(GatedTransport):
+        async def post(self, peer: str, url: str, body: bytes) -> bytes:
+            if not self.bodies:  # push 1 is lost once push 2 is on its way
+                self.bodies.append(body)
+                await asyncio.wait_for(self.event(self.posted, 2).wait(), GATE_S)
+                raise PeerUnavailable(peer, "connection reset (test)")
+            return await super().post(peer, url, body)
+
+    transport = FirstFails(queue.transport)
+    queue.transport = transport
+    try:
+        await city.ingest(valid_records(city_id, RECORDS, seed=13))
+        with pytest.raises(PeerUnavailable):
+            await queue.transfer_once()
+        assert not queue._ahead, "the push sent after the failed one was not abandoned"
+        assert not any(r.acked for r in await batch_rows(city))
+        # Push 2 may or may not have reached the province: without push 1 it is a gap there, and
+        # nothing of it is applied.
+        assert await applied(province, city_id) == 0
+        await drain(queue)
+        assert await applied(province, city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(city))
+        received = "lsnet_sync_batches_received_total"
+        assert sample(province, received, origin=city_id, status="applied") == RECORDS // PER_BATCH
+    finally:
+        await city.stop()
+        await net.stop_all()
+
+
+async def test_the_parent_hands_pushes_to_its_apply_process_one_at_a_time(
+    tmp_path: Path, database_for: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Push 1 is held between its verification and its commit until push 2 has arrived; push 2
+    waits for push 1 to be handed over whole. (Interleaved, the apply process would see two jobs
+    at once and push 1 would fail.)"""
+    async with open_scene(tmp_path, database_for, sync={"apply_process": True}) as scene:
+        await _two_pushes_through_the_apply_process(scene, monkeypatch)
+
+
+async def _two_pushes_through_the_apply_process(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = scene.province.receiver
+    worker = receiver.apply_worker
+    assert worker is not None and worker.running
+    arrived: list[asyncio.Event] = [asyncio.Event(), asyncio.Event()]
+    real_is_repair = receiver._is_repair
+    real_verify_all = receiver._verify_all
+
+    def noting(push: Push) -> bool:
+        arrived[len([e for e in arrived if e.is_set()])].set()
+        return real_is_repair(push)
+
+    async def holding_the_first(push: Push, feed: Any = None) -> Any:
+        out = await real_verify_all(push, feed)
+        if not arrived[1].is_set():  # push 1: keep its job open until push 2 is here
+            await asyncio.wait_for(arrived[1].wait(), GATE_S)
+        return out
+
+    monkeypatch.setattr(receiver, "_is_repair", noting)
+    monkeypatch.setattr(receiver, "_verify_all", holding_the_first)
+    b1, b2, b3, b4 = await scene.batches(scene.a, 40, per_batch=10)
+    first = asyncio.ensure_future(scene.post(scene.seal([b1, b2])))
+    await asyncio.wait_for(arrived[0].wait(), GATE_S)
+    second = asyncio.ensure_future(scene.post(scene.seal([b3, b4])))
+    (s1, a1), (s2, a2) = await asyncio.wait_for(asyncio.gather(first, second), 3 * GATE_S)
+    assert (s1, s2) == (200, 200)
+    assert [r.status for r in scene.reply(a1).results] == [BatchStatus.APPLIED] * 2
+    assert [r.status for r in scene.reply(a2).results] == [BatchStatus.APPLIED] * 2
+    assert await scene.counts() == {"records": 40, "batches": 4, "watermarks": 1}
+    assert worker.running
