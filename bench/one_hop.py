@@ -58,6 +58,9 @@ from node.demo import free_port_range
 from node.records import validate_record
 from node.schema import records
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find `bench`
+from bench.delay_link import DelayLink
+
 INGEST_CHUNK = 1000
 POLL_INTERVAL_S = 0.05
 LOG_LEVEL = os.environ.get("LSNET_BENCH_LOG_LEVEL", "warning")
@@ -85,6 +88,17 @@ class Nodes:
 
 
 # -- set-up ----------------------------------------------------------------------------------------
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].rstrip("/"))
+
+
+def _set_parent_url(config: Path, url: str) -> None:
+    """Point the city at `url` (the delay relay) instead of its province."""
+    doc = tomllib.loads(config.read_text(encoding="utf-8"))
+    doc["parent"]["url"] = url
+    config.write_bytes(tomli_w.dumps(doc).encode())
 
 
 def lay_out(root: Path, limits: dict[str, int], sync: dict[str, object]) -> Nodes:
@@ -517,6 +531,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="set [sync] apply_process on the province (ADR 0014); default: the node's default",
     )
+    ap.add_argument(
+        "--pushes-in-flight",
+        type=int,
+        default=None,
+        help="set [sync] pushes_in_flight on both nodes (ADR 0015); default: the node's default",
+    )
+    ap.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="route the city's pushes through a loopback relay adding this round-trip time "
+        "(bench/delay_link.py), as a WAN link between the two centres would",
+    )
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for the sync")
     ap.add_argument("--dir", type=Path, default=None, help="keep the data in this empty folder")
     ap.add_argument(
@@ -556,6 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         sync["revalidate_records"] = False
     if args.apply_process is not None:
         sync["apply_process"] = args.apply_process == "on"
+    if args.pushes_in_flight is not None:
+        if not 1 <= args.pushes_in_flight <= 8:
+            ap.error("--pushes-in-flight must be between 1 and 8")
+        sync["pushes_in_flight"] = args.pushes_in_flight
+    if not 0 <= args.rtt_ms <= 2000:
+        ap.error("--rtt-ms must be between 0 and 2000")
     tmp = None
     if args.dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="lsnet-bench-")
@@ -577,7 +610,15 @@ def main(argv: list[str] | None = None) -> int:
         log("measuring the local ceiling ...")
         ceil = measure_ceiling(nodes, work)
         log("timed run: province and city as separate processes ...")
-        run = timed_run(nodes, work, prep["epoch"], prep["last_seq"], args.timeout)
+        link = None
+        if args.rtt_ms:
+            link = DelayLink(_port(nodes.layout.by_id(nodes.province_id).url), args.rtt_ms / 2000)
+            _set_parent_url(nodes.city_config, link.start().url)
+        try:
+            run = timed_run(nodes, work, prep["epoch"], prep["last_seq"], args.timeout)
+        finally:
+            if link is not None:
+                link.stop()
         own = content_digest(nodes.city_db, nodes.city_id)
         held = content_digest(nodes.province_db, nodes.city_id)
         if own != held or own[0] != args.records:
@@ -599,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         "province": nodes.province_id,
         "limits": limits,
         "sync": sync,
+        "rtt_ms": args.rtt_ms,
         "machine": machine(),
         "prepare": prep,
         "ceiling": ceil,
