@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
+from sqlalchemy import Connection
 
 from hierarchy_config.model import NodeConfig
 from hierarchy_config.standards import Issue, StandardsError
@@ -33,7 +34,14 @@ from node.scheduling import Jobs
 from node.security_events import SecurityEvents
 from node.stats.replication import local_record_types, promote_kept_txn
 from node.stats.service import StatsService
-from node.store import BUILTIN_STANDARDS, IngestResult, NodeStateError, NodeStore, StatusView
+from node.store import (
+    BUILTIN_STANDARDS,
+    CutAtIngest,
+    IngestResult,
+    NodeStateError,
+    NodeStore,
+    StatusView,
+)
 from node.tls import client_context, server_context
 from node.validation import BuiltinValidator, RecordValidator, Validators
 from security.audit import AuditKind, AuditLog
@@ -48,7 +56,7 @@ from sync.receiver import PushReceiver
 from sync.restore import RestoreServer
 from sync.sender import UpstreamQueue
 from sync.standards_channel import StandardsChannel
-from sync.store import LinkState, SyncStore
+from sync.store import LinkState, SyncStore, cut_full_batches_txn
 from sync.transport import HttpTransport, Transport
 
 # First pause before restarting an apply process that ended unasked, and the longest pause.
@@ -58,6 +66,21 @@ APPLY_RESTART_MAX_S = 60.0
 log = logging.getLogger("lsnet.node")
 
 SOFTWARE_VERSION = "0.1.0"
+
+
+def cut_at_ingest(config: NodeConfig, key: NodeKey) -> CutAtIngest | None:
+    """For a node with a parent: sign the full batches of a backlog as its records are written
+    (`sync.store.cut_full_batches_txn`), so a catch-up only sends them."""
+    if config.parent is None:
+        return None
+    limits = config.limits
+
+    def cut(conn: Connection, now_ms: int) -> int:
+        return cut_full_batches_txn(
+            conn, key, limits.max_batch_changes, limits.max_batch_bytes, now_ms
+        )
+
+    return cut
 
 
 @dataclass
@@ -255,7 +278,7 @@ class Node:
             clock=clock,
             registry=registry,
             metrics=metrics,
-            store=NodeStore(db),
+            store=NodeStore(db, cut_at_ingest(config, key)),
             sync_store=sync_store,
             receiver=receiver,
             upstream=upstream,

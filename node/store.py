@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +218,12 @@ class IngestResult:
     last_seq: int = 0
     warnings: int = 0
     seqs: list[int] = field(default_factory=list)
+    batches_cut: int = 0  # full batches signed in the same transaction (`CutAtIngest`)
+
+
+CutAtIngest = Callable[[Connection, int], int]
+"""Cuts the full batches waiting in the change log, in the ingest transaction (connection, now
+in ms); returns how many. `sync.store.cut_full_batches_txn` bound to the node's key and limits."""
 
 
 def ingest_txn(
@@ -227,6 +233,7 @@ def ingest_txn(
     standards: str,
     warnings: Sequence[Sequence[Issue]] | None = None,
     local_types: frozenset[str] = frozenset(),
+    cut: CutAtIngest | None = None,
 ) -> IngestResult:
     """Write local records and their change-log entries in the caller's transaction.
 
@@ -234,6 +241,7 @@ def ingest_txn(
     visible in order. Writing an identical version again is a no-op (imports are idempotent).
     Records of `local_types` (replication mode `local`) take no sequence number: their changes go
     to `local_changes` and never into an upward batch (their `records.seq` is 0).
+    `cut` (a node with a parent): signs the full batches now waiting, in this transaction.
     """
     meta = read_meta_txn(conn)
     owner = meta.node_id
@@ -333,6 +341,8 @@ def ingest_txn(
     upsert_record_rows(conn, rec_rows)
     result.changed += len(changes)
     result.last_seq = last
+    if cut is not None:
+        result.batches_cut = cut(conn, now_ms)
     return result
 
 
@@ -386,8 +396,9 @@ def _write_kept_txn(
 class NodeStore:
     """The node's own use cases, each one transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cut: CutAtIngest | None = None) -> None:
         self.db = db
+        self.cut = cut  # set for a node with a parent: full batches are signed at ingest
 
     async def init_meta(self, node_id: str, now_ms: int) -> tuple[Meta, bool]:
         return await self.db.write(_init_meta_txn, node_id, now_ms)
@@ -403,7 +414,9 @@ class NodeStore:
         warnings: Sequence[Sequence[Issue]] | None = None,
         local_types: frozenset[str] = frozenset(),
     ) -> IngestResult:
-        return await self.db.write(ingest_txn, recs, now_ms, standards, warnings, local_types)
+        return await self.db.write(
+            ingest_txn, recs, now_ms, standards, warnings, local_types, self.cut
+        )
 
     async def warnings(self, limit: int) -> list[dict[str, Any]]:
         return await self.db.read(warnings_txn, limit)

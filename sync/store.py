@@ -170,6 +170,29 @@ def cut_batches_txn(
     return made
 
 
+# At most this many batches are cut by one ingest transaction (a bulk import of a few thousand
+# records per chunk never comes near it); whatever is left is cut by the next ingest or the queue.
+CUT_AT_INGEST_MAX = 64
+
+
+def cut_full_batches_txn(
+    conn: Connection, key: NodeKey, max_changes: int, max_bytes: int, now_ms: int
+) -> int:
+    """Cut the *full* batches waiting in the change log, in the caller's (ingest) transaction:
+    a node with a parent signs a large backlog as it is written, so that after an outage it only
+    has to send it (issue 8). A partly filled batch is left for the upstream queue, which cuts
+    it when it sends (as small as the live traffic needs). Returns how many were made."""
+    made = 0
+    while made < CUT_AT_INGEST_MAX:
+        meta = read_meta_txn(conn)
+        if meta.last_seq - meta.batched_seq < max_changes:
+            break
+        if not cut_batch_txn(conn, key, max_changes, max_bytes, now_ms):
+            break
+        made += 1
+    return made
+
+
 def _transfer_rows(conn: Connection, max_batches: int, max_bytes: int, after_id: int) -> list[Any]:
     """Id, origin, epoch, range and size of the batches `next_transfer_txn` would send."""
     q = aliased(batches)

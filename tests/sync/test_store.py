@@ -21,7 +21,7 @@ from node.schema import batches, changelog, links, records, watermarks
 from node.store import NodeStore, record_hash
 from security.keys import NodeKey
 from security.signing import verify
-from sync.store import LinkState, SyncStore
+from sync.store import CUT_AT_INGEST_MAX, LinkState, SyncStore, cut_full_batches_txn
 from sync.wire import (
     PURPOSE_BATCH,
     ZERO_HASH,
@@ -253,6 +253,54 @@ async def test_cut_batch_makes_chained_bounded_batches(city: Side) -> None:
     await cut_all(city, max_changes=10)
     last = BatchHeader.from_bytes((await local_batches(city))[-1].header_bytes)
     assert (last.first_seq, last.last_seq, last.prev) == (26, 30, prev)
+
+
+async def test_full_batches_are_signed_in_the_ingest_transaction(city: Side) -> None:
+    """A node with a parent signs the full batches of a backlog as its records are written (the
+    node passes `cut_full_batches_txn` bound to its key); a partly filled batch waits for the
+    upstream queue, and the chain is the one the queue would have made."""
+
+    def cut(conn: Connection, now_ms: int) -> int:
+        return cut_full_batches_txn(conn, KEY, 10, BIG, now_ms)
+
+    city.store.cut = cut
+    result = await city.store.ingest(valid_records(CITY_A, 25, seed=9), NOW_MS)
+    assert (result.changed, result.batches_cut) == (25, 2)
+    meta = await city.store.meta()
+    assert (meta.last_seq, meta.batched_seq) == (25, 20)
+    result = await city.store.ingest(valid_records(CITY_A, 29, seed=9)[25:], NOW_MS)
+    assert result.batches_cut == 0  # 9 waiting: not a full batch
+    await cut_all(city, max_changes=10)  # the queue cuts the rest when it sends
+    signed = await local_batches(city)
+    headers = [BatchHeader.from_bytes(s.header_bytes) for s in signed]
+    assert [(h.first_seq, h.last_seq) for h in headers] == [(1, 10), (11, 20), (21, 29)]
+    prev = ZERO_HASH
+    for s, h in zip(signed, headers, strict=True):
+        assert h.prev == prev
+        verify(KEY.verify_key, PURPOSE_BATCH, s.header_bytes, s.signature)
+        prev = header_hash(s.header_bytes)
+
+
+async def test_cutting_at_ingest_is_bounded_and_rolls_back_with_the_ingest(city: Side) -> None:
+    def cut(conn: Connection, now_ms: int) -> int:
+        return cut_full_batches_txn(conn, KEY, 1, BIG, now_ms)
+
+    city.store.cut = cut
+    n = CUT_AT_INGEST_MAX + 5
+    result = await city.store.ingest(valid_records(CITY_A, n, seed=3), NOW_MS)
+    assert result.batches_cut == CUT_AT_INGEST_MAX  # the rest is left for later
+    assert (await city.store.meta()).batched_seq == CUT_AT_INGEST_MAX
+    before = await snapshot(city.db)
+
+    def failing(conn: Connection, now_ms: int) -> int:
+        cut_full_batches_txn(conn, KEY, 1, BIG, now_ms)
+        raise RuntimeError("disk full (test)")
+
+    city.store.cut = failing
+    with pytest.raises(RuntimeError):
+        await city.store.ingest(valid_records(CITY_A, n + 3, seed=4)[n:], NOW_MS)
+    assert await snapshot(city.db) == before  # neither the records nor a batch
+    assert (await city.store.meta()).last_seq == n
 
 
 async def test_cut_batch_respects_the_byte_limit_with_multibyte_text(city: Side) -> None:
