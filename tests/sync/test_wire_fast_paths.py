@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from node.store import payload_json
 from sync.wire import (
+    _BODY,
     BatchHeader,
     Change,
     Code,
@@ -59,6 +60,26 @@ def test_payload_json_falls_back_for_what_orjson_refuses() -> None:
     assert payload_json(lone) == '{"name":"\ud800"}'
 
 
+# Long and non-ASCII text crosses msgpack's fixstr/str8/str16 boundaries (31, 255 bytes).
+long_text = st.text(max_size=300)
+
+
+@given(
+    long_text,
+    long_text,
+    long_text,
+    st.integers(1, 2**64 - 1),
+    st.booleans(),
+    st.dictionaries(long_text, long_text, max_size=20),
+)
+def test_msgspec_pack_record_equals_msgpack_for_any_sizes(
+    rtype: str, owner: str, key: str, version: int, deleted: bool, payload: dict[str, str]
+) -> None:
+    assert pack_record(rtype, owner, key, version, deleted, payload) == packb(
+        [rtype, owner, key, version, deleted, payload]
+    )
+
+
 def test_pack_record_sorts_an_unsorted_payload() -> None:
     assert pack_record("t", "o", "k", 1, False, {"b": "1", "a": "2"}) == packb(
         ["t", "o", "k", 1, False, {"a": "2", "b": "1"}]
@@ -96,6 +117,49 @@ def test_fast_body_decoder_agrees_with_the_per_change_decoder(
     else:
         assert fast == expected
         assert all(type(c) is Change for c in fast)
+
+
+def _msgspec(data: bytes) -> list[Change] | None:
+    try:
+        return list(map(Change._make, _BODY.decode(data)))
+    except Exception:
+        return None
+
+
+long_wire_values = st.one_of(
+    st.integers(-2, 2**64 - 1),
+    st.booleans(),
+    st.text(max_size=600),
+    st.binary(max_size=4),
+    st.none(),
+    st.floats(allow_nan=False),
+    payloads,
+    st.lists(text, max_size=3),
+)
+
+
+@given(st.integers(0, 4), st.integers(0, 6), long_wire_values, st.integers(6, 8))
+def test_msgspec_body_decoder_accepts_exactly_what_the_per_change_decoder_accepts(
+    at: int, field: int, value: object, width: int
+) -> None:
+    """`decode_body` tries msgspec first: it must never accept what `Change.from_wire` refuses,
+    and what both accept must decode to the same changes."""
+    raw = [_good(i) for i in range(5)]
+    raw[at][field] = value
+    raw[at] = (raw[at] + ["extra", "more"])[:width] if width != 7 else raw[at]
+    expected = _decoded(raw)
+    fast = _msgspec(msgpack.packb(raw, use_bin_type=True))
+    if isinstance(expected, str):
+        assert fast is None
+    else:
+        assert fast == expected
+
+
+def test_msgspec_body_decoder_refuses_trailing_bytes_and_bad_utf8() -> None:
+    body = msgpack.packb([_good(0)], use_bin_type=True)
+    assert _msgspec(body) is not None
+    assert _msgspec(body + b"\x01") is None
+    assert _msgspec(body.replace("张".encode(), b"\xed\xa0\x80")) is None
 
 
 @pytest.mark.parametrize(
