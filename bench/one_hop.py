@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from bench.delay_link import DelayLink
 
 INGEST_CHUNK = 1000
-POLL_INTERVAL_S = 0.05
+POLL_INTERVAL_S = 0.01  # the watermark poll: a cheap indexed read; 50 ms steps were 3 % of a run
 LOG_LEVEL = os.environ.get("LSNET_BENCH_LOG_LEVEL", "warning")
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
