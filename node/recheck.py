@@ -53,6 +53,9 @@ class FieldRecheck:
     name: str
     required: bool
     normalise: Callable[[object], str | None]
+    # Optional proof that a value is accepted as is (`node.records.canonical_check`): truthy
+    # only when `normalise(v) == v`; tried before the normaliser.
+    canonical: Callable[[str], object] | None = None
 
 
 def _tuple_getter(names: Sequence[str]) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
@@ -75,6 +78,7 @@ class RecheckPlan:
     """
 
     __slots__ = (
+        "_canonical",
         "_check",
         "_key_getter",
         "_key_names",
@@ -101,6 +105,7 @@ class RecheckPlan:
         self._key_names = tuple(natural_key)
         self._key_getter = _tuple_getter(self._key_names)
         self._normalisers = {f.name: f.normalise for f in fields}
+        self._canonical = {f.name: f.canonical for f in fields if f.canonical is not None}
         self._known: dict[str, set[str]] = {f.name: set() for f in fields}
         self._pairs: set[tuple[str, str]] = set()
         self._memo_names = tuple(memo_names) if memo_check is not None else ()
@@ -152,12 +157,14 @@ class RecheckPlan:
         """Put an unseen value through its field's normaliser; keep it if it comes out as is."""
         if type(value) is not str:
             return False
-        try:
-            normalised = self._normalisers[name](value)
-        except Exception:  # refused (or worse): the full validator says how
-            return False
-        if normalised != value:  # None (blank) or not in normalised form
-            return False
+        canonical = self._canonical.get(name)
+        if canonical is None or not canonical(value):
+            try:
+                normalised = self._normalisers[name](value)
+            except Exception:  # refused (or worse): the full validator says how
+                return False
+            if normalised != value:  # None (blank) or not in normalised form
+                return False
         known = self._known[name]
         if len(known) >= KNOWN_PER_FIELD:
             # Start the whole plan over. Dropping only this field's pairs meant rebuilding the

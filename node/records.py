@@ -500,6 +500,39 @@ def _normaliser(kind: str) -> Callable[[object], str]:
     return lambda value: _norm_dec(value, precision, scale)
 
 
+def canonical_check(spec: FieldSpec) -> Callable[[str], object] | None:
+    """For a receiver's re-check (`node.recheck`): a quick proof that a text value is accepted by
+    `spec` and already in normal form — truthy only when `_normalise_uncached(spec, v) == v`.
+    A falsy answer proves nothing (the normaliser then decides). None for the kinds that have
+    no such proof (dates, ids, codes: their normalisers run)."""
+    if spec.codes is not None:
+        return None
+    limit = spec.max_len if spec.max_len is not None else None
+    if spec.kind == "str":
+        control = _CONTROL.search
+
+        def text(v: str) -> bool:
+            return (
+                bool(v)
+                and v == v.strip()
+                and (limit is None or len(v) <= limit)
+                and control(v) is None
+            )
+
+        return text
+    match = _DEC_KIND.fullmatch(spec.kind)
+    if match is None or int(match.group(2)) > int(match.group(1)):
+        return None
+    fullmatch = _canonical_dec(int(match.group(1)), int(match.group(2))).fullmatch
+    if limit is None:
+        return fullmatch
+
+    def dec(v: str) -> object:
+        return len(v) <= limit and fullmatch(v)
+
+    return dec
+
+
 # --- cross-field checks -------------------------------------------------------------------------
 
 

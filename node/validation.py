@@ -32,7 +32,7 @@ from hierarchy_config.standards import (
 from hierarchy_config.standards import validate_record as validate_with_release
 from hierarchy_config.standards.recheck import release_plan
 from node.recheck import FieldRecheck, RecheckPlan
-from node.records import RECORD_TYPES, RecordSchema, ValidRecord
+from node.records import RECORD_TYPES, RecordSchema, ValidRecord, canonical_check
 from node.records import _normalise_uncached as normalise_builtin
 from node.records import validate_record as validate_builtin
 from node.store import BUILTIN_STANDARDS
@@ -52,7 +52,8 @@ class RecordValidator(Protocol):
 
 def _builtin_plan(schema: RecordSchema) -> RecheckPlan:
     fields = [
-        FieldRecheck(s.name, s.required, partial(normalise_builtin, s)) for s in schema.fields
+        FieldRecheck(s.name, s.required, partial(normalise_builtin, s), canonical_check(s))
+        for s in schema.fields
     ]
     checks = schema.checks
 

@@ -31,6 +31,7 @@ from functools import partial
 from hierarchy_config.standards.model import CodeTable, FieldDef, RecordSchema, Rule
 from hierarchy_config.standards.rules import TableLookup, evaluate
 from hierarchy_config.standards.validate import (
+    _OWN_TYPES,
     Standards,
     _business_date,
     _code_of,
@@ -39,6 +40,7 @@ from hierarchy_config.standards.validate import (
     _spec_of,
 )
 from node.recheck import FieldRecheck, RecheckPlan
+from node.records import canonical_check
 
 __all__ = ["release_plan"]
 
@@ -85,7 +87,13 @@ def release_plan(standards: Standards, schema: RecordSchema) -> RecheckPlan | No
 def _build(schema: RecordSchema, tables: Mapping[str, CodeTable]) -> RecheckPlan:
     codes = tuple((f, tables[f.code_table]) for f in schema.fields if f.code_table is not None)
     fields = [
-        FieldRecheck(f.name, f.required, partial(_normalise_uncached, f, _spec_of(f)))
+        FieldRecheck(
+            f.name,
+            f.required,
+            partial(_normalise_uncached, f, _spec_of(f)),
+            # node.records' own proof, for the types it normalises (not ts/period)
+            None if f.type in _OWN_TYPES else canonical_check(_spec_of(f)),
+        )
         for f in schema.fields
     ]
     rules = tuple(

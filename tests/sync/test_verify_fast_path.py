@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hierarchy_config.standards import (
     CodeEntry,
@@ -26,7 +28,8 @@ from hierarchy_config.standards import (
 )
 from hierarchy_config.standards import recheck as release_recheck
 from node import datagen, recheck, validation
-from node.records import RECORD_TYPES, ValidRecord
+from node.records import RECORD_TYPES, ValidRecord, canonical_check
+from node.records import _normalise_uncached as normalise_builtin
 from node.records import validate_record as validate_builtin
 from node.validation import BuiltinValidator, RecordValidator, ReleaseValidator
 from sync.errors import BatchRejected
@@ -408,3 +411,22 @@ def test_local_codes_count_only_under_their_extension(release: Release) -> None:
         rules.accepts_normalised("contribution", "k", False, {})
     assert plans[0]["contribution"] is plans[1]["contribution"]
     assert plans[0]["insurance_enrollment"] is not plans[1]["insurance_enrollment"]
+
+
+# -- the canonical proofs (node.records.canonical_check) never accept what the normaliser would
+#    change or refuse ----------------------------------------------------------------------------
+
+_decimal_like = st.from_regex(r"[ +-]?0*[0-9]{0,16}(\.[0-9]{0,6})?[ ]?", fullmatch=True)
+_any_text = st.one_of(st.text(max_size=40), _decimal_like, st.sampled_from(["", " ", "0", "0.00"]))
+
+
+@given(st.data())
+def test_canonical_proofs_are_sound(data: st.DataObject) -> None:
+    specs = [s for schema in RECORD_TYPES.values() for s in schema.fields]
+    spec = data.draw(st.sampled_from(specs))
+    check = canonical_check(spec)
+    if check is None:
+        return
+    value = data.draw(_any_text)
+    if check(value):
+        assert normalise_builtin(spec, value) == value
