@@ -412,8 +412,10 @@ def _checked_person_id(number: str) -> str:
     if number[17] != ric.calc_check_digit(number):
         raise _Reject("check digit does not match; the number was probably mistyped")
     try:
-        ric.get_birth_date(number)
-    except ValidationError:
+        # `ric.get_birth_date` without its clean-up pass (the number is 18 plain characters
+        # here, so it would change nothing): a receiver checks every new id (issue 8).
+        dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    except ValueError:
         raise _Reject("digits 7-14 must be a real birth date (YYYYMMDD)") from None
     # The address code (digits 1-6) is deliberately not looked up: stdnum lacks codes created
     # since 2021 (e.g. 330113), and an unknown birthplace is a warning, not a rejection.

@@ -6,6 +6,8 @@ import pickle
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from stdnum.cn import ric, uscc
 from stdnum.exceptions import ValidationError
 
@@ -14,6 +16,8 @@ from node.records import (
     RECORD_TYPES,
     RecordInvalid,
     ValidRecord,
+    _checked_person_id,
+    _Reject,
     validate_record,
 )
 
@@ -443,3 +447,21 @@ def test_every_schema_names_its_code_tables() -> None:
         for spec in schema.fields:
             if spec.table is not None:
                 assert spec.codes == CODE_TABLES[spec.table].codes
+
+
+@given(st.from_regex(r"[0-9]{17}", fullmatch=True))
+def test_person_id_birth_date_check_agrees_with_stdnum(first17: str) -> None:
+    """The receiver's birth-date check (stdnum's, without its clean-up pass) gives the same
+    verdict as `ric.get_birth_date` for every 18-character number with a right check digit."""
+    number = _with_check(first17)
+    try:
+        ric.get_birth_date(number)
+        stdnum_ok = True
+    except ValidationError:
+        stdnum_ok = False
+    try:
+        _checked_person_id.__wrapped__(number)
+        ours = True
+    except _Reject:
+        ours = False
+    assert ours == stdnum_ok
