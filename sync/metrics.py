@@ -106,6 +106,14 @@ class SyncMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.pushes_in_flight = Gauge(
+            "sync_pushes_in_flight",
+            "Pushes on the way to the parent, not yet answered (up to [sync] pushes_in_flight "
+            "while catching up, ADR 0015)",
+            ["peer"],
+            namespace=ns,
+            registry=registry,
+        )
         self.apply_process = Gauge(
             "sync_apply_process",
             "1 while received pushes are written by this node's apply process (ADR 0014), 0 when "

@@ -410,9 +410,12 @@ class UpstreamQueue:
         succeeded (answers in send order, so acknowledgements never go backwards)."""
         push, body = sealed if sealed is not None else self._seal(pending)
         started = self.clock.monotonic()
+        on_the_way = self.metrics.pushes_in_flight.labels(self.parent.id)
+        on_the_way.inc()
         try:
             answer = await self.transport.post(self.parent.id, self.parent.url + PUSH_PATH, body)
         except PeerRejected as exc:
+            on_the_way.dec()
             await self._after(earlier)
             if (
                 exc.batch_index is not None
@@ -422,6 +425,10 @@ class UpstreamQueue:
                 await self._quarantine(pending[exc.batch_index], exc.code, exc.message)
                 return True
             raise
+        except BaseException:
+            on_the_way.dec()
+            raise
+        on_the_way.dec()
         self.metrics.push_latency.labels(self.parent.id).observe(self.clock.monotonic() - started)
         await self._after(earlier)
         reply = self._open_reply(answer, push.nonce)

@@ -78,10 +78,14 @@ async def test_the_next_push_leaves_before_the_previous_one_is_answered(
     queue = city.upstream
     assert queue is not None
 
+    gauge = "lsnet_sync_pushes_in_flight"
+    seen: list[float] = []
+
     class FirstWaitsForSecond(GatedTransport):
         async def hold(self, n: int, answer: bytes) -> bytes:
             if n == 1:  # push 2 must leave while push 1's answer is still held here
                 await asyncio.wait_for(self.event(self.posted, 2).wait(), GATE_S)
+                seen.append(sample(city, gauge, peer=province_id))  # operators see both
             return answer
 
     transport = FirstWaitsForSecond(queue.transport)
@@ -90,6 +94,8 @@ async def test_the_next_push_leaves_before_the_previous_one_is_answered(
         await city.ingest(valid_records(city_id, RECORDS, seed=11))
         await drain(queue)
         assert transport.most_in_flight == 2
+        assert seen == [2.0]
+        assert sample(city, gauge, peer=province_id) == 0.0
         assert queue.transfers == RECORDS // (PER_BATCH * PER_TRANSFER)
         assert await applied(province, city_id) == RECORDS
         assert all(r.acked for r in await batch_rows(city))
