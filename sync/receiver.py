@@ -219,6 +219,11 @@ class PushReceiver:
         if written is not None:
             try:
                 applied = await written
+                if len(applied.results) != len(verified):  # never expected: answer "send again"
+                    raise ApplyFailed(
+                        f"the apply process answered for {len(applied.results)} of "
+                        f"{len(verified)} batches"
+                    )
             except ApplyFailed as exc:
                 log.error("IN [%s] push verified but not written: %s", push.sender, exc)
                 self.metrics.rejected.labels(Code.INTERNAL.value).inc()

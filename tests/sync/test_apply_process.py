@@ -211,3 +211,37 @@ async def test_tree_relays_through_apply_processes(
     for pid in pids:  # stopping a node stops (and reaps) its apply process
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_an_answer_for_too_few_batches_is_a_retry_not_a_crash(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the apply process ever answer for fewer batches than were handed over, the push is
+    answered 503 "send again" (never a 500 with a traceback), and the retry is judged by the
+    watermark: nothing is lost or doubled."""
+    from sync.apply_worker import Applied, ApplyJob
+
+    worker_of(scene)
+    real_end = ApplyJob.end
+
+    def short_answer(job: ApplyJob, subtree: list[str]) -> asyncio.Future[Applied]:
+        real = real_end(job, subtree)
+        out: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+
+        def cut_short(done: asyncio.Future[Applied]) -> None:
+            a = done.result()
+            out.set_result(Applied(a.results[:-1], a.marks, a.seconds))
+
+        real.add_done_callback(cut_short)
+        return out
+
+    batches = await scene.batches(scene.a, 20, per_batch=10)
+    monkeypatch.setattr(ApplyJob, "end", short_answer)
+    status, answer = await scene.post(scene.seal(batches))
+    assert status == 503
+    assert parse_error_body(answer)[0] == Code.INTERNAL.value
+    monkeypatch.undo()
+    status, answer = await scene.post(scene.seal(batches))
+    assert status == 200
+    assert [r.status for r in scene.reply(answer).results] == [BatchStatus.DUPLICATE] * 2
+    assert await scene.counts() == {"records": 20, "batches": 2, "watermarks": 1}
