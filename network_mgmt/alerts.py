@@ -132,6 +132,18 @@ def compute_alerts(tree: dict[str, Any], settings: NetworkConfig) -> list[dict[s
                     held,
                 )
             )
+        if n.get("apply_process") == 0:
+            out.append(
+                _alert(
+                    "apply_process_down",
+                    "warning",
+                    nid,
+                    "its apply process is not running: received pushes are written in the node's "
+                    "own process, more slowly; it restarts by itself — if this stays, see the "
+                    "node's log",
+                    0,
+                )
+            )
         kept = n.get("held_records") or 0
         if kept > 0:
             out.append(

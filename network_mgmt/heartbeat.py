@@ -149,6 +149,13 @@ class Heartbeats:
             entry.setdefault("e2e_age_s", None)
 
     # -- own status ------------------------------------------------------------------------------
+    def _apply_process(self) -> dict[str, int]:
+        """`apply_process`: 1 while this node's apply process writes received pushes (ADR 0014),
+        0 while it has one configured that is not running (ended; restarted by itself); absent
+        when it has none."""
+        worker = self.node.receiver.apply_worker
+        return {} if worker is None else {"apply_process": 1 if worker.running else 0}
+
     async def own_status(self) -> NodeStatus:
         node = self.node
         now = node.clock.time_ms()
@@ -193,6 +200,7 @@ class Heartbeats:
                 "release_expires_ms": self._release_expires_ms(),
                 "held_records": view.held_records,
                 "resend_ack": self.resend_ack,
+                **self._apply_process(),
             },
             quarantine=tuple(
                 QuarantinedBatch(

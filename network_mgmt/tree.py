@@ -212,6 +212,7 @@ def node_entry(
         "security_events": s.security_events if s else None,
         "quarantined": s.quarantined if s else None,
         "held_records": s.extra.get("held_records") if s else None,
+        "apply_process": s.extra.get("apply_process") if s else None,
         "link_mode": (s.link_mode or None) if s else None,
         "next_retry_ms": (s.next_retry_ms or None) if s else None,
         "last_push_ms": (s.last_push_ms or None) if s else None,

@@ -245,3 +245,28 @@ async def test_an_answer_for_too_few_batches_is_a_retry_not_a_crash(
     assert status == 200
     assert [r.status for r in scene.reply(answer).results] == [BatchStatus.DUPLICATE] * 2
     assert await scene.counts() == {"records": 20, "batches": 2, "watermarks": 1}
+
+
+async def test_operators_see_an_apply_process_that_is_down(scene: Scene) -> None:
+    """The node's status carries its apply process's state (heartbeat `extra`), so the tree and
+    the alerts — here the province's own, as its parent would get them — show it."""
+    worker = worker_of(scene)
+    province = scene.province
+
+    async def own_entry() -> dict[str, object]:
+        _, tree = await get_json(province, "/v1/network/tree")
+        (entry,) = [n for n in tree["nodes"] if n["node_id"] == province.config.node_id]
+        return dict(entry)
+
+    async def alert_names() -> list[str]:
+        _, alerts = await get_json(province, "/v1/network/alerts")
+        return [a["alert"] for a in alerts["alerts"] if a["node"] == province.config.node_id]
+
+    assert (await own_entry())["apply_process"] == 1
+    assert "apply_process_down" not in await alert_names()
+    province._apply_delay = 3600.0  # the next restart is then a minute away (the longest pause)
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    await wait_until(lambda: not worker.running, 10.0, "the apply process did not die")
+    assert (await own_entry())["apply_process"] == 0
+    assert "apply_process_down" in await alert_names()
