@@ -6,13 +6,17 @@ doubling a record, and the parent hands pushes to its apply process one at a tim
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from node.app import Node
 from sync.errors import PeerUnavailable
+from sync.sender import UpstreamQueue
 from sync.wire import BatchStatus, Push, Watermark
 from tests.sync.helpers import valid_records
 from tests.sync.test_attacks import Scene, open_scene
@@ -26,8 +30,9 @@ class GatedTransport:
     """The queue's own transport, with a hook around each post (numbered from 1) and the bytes of
     every push kept."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, city: Node, parent: str) -> None:
+        self.city, self.parent = city, parent
+        self.inner: Any = None  # the queue's own transport (set by `window`)
         self.bodies: list[bytes] = []
         self.posted: dict[int, asyncio.Event] = {}
         self.answered: dict[int, asyncio.Event] = {}
@@ -67,17 +72,46 @@ def sent_seqs(bodies: Sequence[bytes]) -> list[int]:
     return [seq for body in bodies for seq in _first_seqs(body)]
 
 
-async def test_the_next_push_leaves_before_the_previous_one_is_answered(
-    tmp_path: Path, database_for: Callable[[str], str]
-) -> None:
+@dataclass
+class Window:
+    """A running province and a city (not started: the test drives its queue by hand) with two
+    pushes in flight, small batches and transfers, and the test's transport on the queue."""
+
+    province: Node
+    city: Node
+    province_id: str
+    city_id: str
+    queue: UpstreamQueue
+    transport: GatedTransport
+
+
+@asynccontextmanager
+async def window(
+    tmp_path: Path,
+    database_for: Callable[[str], str],
+    transport_for: Callable[[Node, str], GatedTransport],
+) -> AsyncIterator[Window]:
+    """`transport_for(city, province_id)` wraps the queue's own transport."""
     net, province_id, city_id = await limited_net(
         tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=2
     )
     province = await net.start(province_id)
-    city = net.open(city_id)  # not started: the test drives its queue by hand
+    city = net.open(city_id)
     queue = city.upstream
     assert queue is not None
+    transport = transport_for(city, province_id)
+    transport.inner = queue.transport
+    queue.transport = transport
+    try:
+        yield Window(province, city, province_id, city_id, queue, transport)
+    finally:
+        await city.stop()
+        await net.stop_all()
 
+
+async def test_the_next_push_leaves_before_the_previous_one_is_answered(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
     gauge = "lsnet_sync_pushes_in_flight"
     seen: list[float] = []
 
@@ -85,84 +119,62 @@ async def test_the_next_push_leaves_before_the_previous_one_is_answered(
         async def hold(self, n: int, answer: bytes) -> bytes:
             if n == 1:  # push 2 must leave while push 1's answer is still held here
                 await asyncio.wait_for(self.event(self.posted, 2).wait(), GATE_S)
-                seen.append(sample(city, gauge, peer=province_id))  # operators see both
+                seen.append(sample(self.city, gauge, peer=self.parent))  # operators see both
             return answer
 
-    transport = FirstWaitsForSecond(queue.transport)
-    queue.transport = transport
-    try:
-        await city.ingest(valid_records(city_id, RECORDS, seed=11))
-        await drain(queue)
-        assert transport.most_in_flight == 2
+    async with window(tmp_path, database_for, FirstWaitsForSecond) as w:
+        await w.city.ingest(valid_records(w.city_id, RECORDS, seed=11))
+        await drain(w.queue)
+        assert w.transport.most_in_flight == 2
         assert seen == [2.0]
-        assert sample(city, gauge, peer=province_id) == 0.0
-        assert queue.transfers == RECORDS // (PER_BATCH * PER_TRANSFER)
-        assert await applied(province, city_id) == RECORDS
-        assert all(r.acked for r in await batch_rows(city))
+        assert sample(w.city, gauge, peer=w.province_id) == 0.0
+        assert w.queue.transfers == RECORDS // (PER_BATCH * PER_TRANSFER)
+        assert await applied(w.province, w.city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(w.city))
         # Every batch went once and was applied once.
-        seqs = sent_seqs(transport.bodies)
+        seqs = sent_seqs(w.transport.bodies)
         assert sorted(seqs) == list(range(1, RECORDS + 1, PER_BATCH)) == seqs
-        received = "lsnet_sync_batches_received_total"
-        assert sample(province, received, origin=city_id, status="applied") == RECORDS // PER_BATCH
-        assert sample(province, received, origin=city_id, status="duplicate") == 0
-    finally:
-        await city.stop()
-        await net.stop_all()
+        assert received(w, "applied") == RECORDS // PER_BATCH
+        assert received(w, "duplicate") == 0
+
+
+def received(w: Window, status: str) -> float:
+    name = "lsnet_sync_batches_received_total"
+    return sample(w.province, name, origin=w.city_id, status=status)
 
 
 async def test_answers_are_acted_on_in_the_order_the_pushes_left(
     tmp_path: Path, database_for: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    net, province_id, city_id = await limited_net(
-        tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=2
-    )
-    province = await net.start(province_id)
-    city = net.open(city_id)
-    queue = city.upstream
-    assert queue is not None
-
     class SecondAnswerFirst(GatedTransport):
         async def hold(self, n: int, answer: bytes) -> bytes:
             if n == 1:  # the first answer reaches the queue after the second one
                 await asyncio.wait_for(self.event(self.answered, 2).wait(), GATE_S)
             return answer
 
-    transport = SecondAnswerFirst(queue.transport)
-    queue.transport = transport
-    acks: list[int] = []
-    real_apply_acks = queue.store.apply_acks
+    async with window(tmp_path, database_for, SecondAnswerFirst) as w:
+        acks: list[int] = []
+        real_apply_acks = w.queue.store.apply_acks
 
-    async def recording(marks: Sequence[Watermark]) -> tuple[int, int]:
-        acks.append(max(w.seq for w in marks if w.origin == city_id))
-        acked, requeued = await real_apply_acks(marks)
-        assert requeued == 0, "an acknowledgement went backwards"
-        return acked, requeued
+        async def recording(marks: Sequence[Watermark]) -> tuple[int, int]:
+            acks.append(max(m.seq for m in marks if m.origin == w.city_id))
+            acked, requeued = await real_apply_acks(marks)
+            assert requeued == 0, "an acknowledgement went backwards"
+            return acked, requeued
 
-    monkeypatch.setattr(queue.store, "apply_acks", recording)
-    try:
-        await city.ingest(valid_records(city_id, RECORDS, seed=12))
-        await drain(queue)
+        monkeypatch.setattr(w.queue.store, "apply_acks", recording)
+        await w.city.ingest(valid_records(w.city_id, RECORDS, seed=12))
+        await drain(w.queue)
         step = PER_BATCH * PER_TRANSFER
         assert acks == list(range(step, RECORDS + 1, step))
-        assert await applied(province, city_id) == RECORDS
-        assert all(r.acked for r in await batch_rows(city))
-        assert sent_seqs(transport.bodies) == list(range(1, RECORDS + 1, PER_BATCH))
-    finally:
-        await city.stop()
-        await net.stop_all()
+        assert await applied(w.province, w.city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(w.city))
+        assert sent_seqs(w.transport.bodies) == list(range(1, RECORDS + 1, PER_BATCH))
 
 
 async def test_a_failed_push_abandons_the_ones_sent_after_it(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
-    net, province_id, city_id = await limited_net(
-        tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=2
-    )
-    province = await net.start(province_id)
-    city = net.open(city_id)
-    queue = city.upstream
-    assert queue is not None
-
     class FirstFails(GatedTransport):
         async def post(self, peer: str, url: str, body: bytes) -> bytes:
             if not self.bodies:  # push 1 is lost once push 2 is on its way
@@ -171,25 +183,19 @@ async def test_a_failed_push_abandons_the_ones_sent_after_it(
                 raise PeerUnavailable(peer, "connection reset (test)")
             return await super().post(peer, url, body)
 
-    transport = FirstFails(queue.transport)
-    queue.transport = transport
-    try:
-        await city.ingest(valid_records(city_id, RECORDS, seed=13))
+    async with window(tmp_path, database_for, FirstFails) as w:
+        await w.city.ingest(valid_records(w.city_id, RECORDS, seed=13))
         with pytest.raises(PeerUnavailable):
-            await queue.transfer_once()
-        assert not queue._ahead, "the push sent after the failed one was not abandoned"
-        assert not any(r.acked for r in await batch_rows(city))
-        # Push 2 may or may not have reached the province: without push 1 it is a gap there, and
-        # nothing of it is applied.
-        assert await applied(province, city_id) == 0
-        await drain(queue)
-        assert await applied(province, city_id) == RECORDS
-        assert all(r.acked for r in await batch_rows(city))
-        received = "lsnet_sync_batches_received_total"
-        assert sample(province, received, origin=city_id, status="applied") == RECORDS // PER_BATCH
-    finally:
-        await city.stop()
-        await net.stop_all()
+            await w.queue.transfer_once()
+        assert not w.queue._ahead, "the push sent after the failed one was not abandoned"
+        assert not any(r.acked for r in await batch_rows(w.city))
+        # Push 2 may or may not have reached the province: without push 1 it is a gap there,
+        # and nothing of it is applied.
+        assert await applied(w.province, w.city_id) == 0
+        await drain(w.queue)
+        assert await applied(w.province, w.city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(w.city))
+        assert received(w, "applied") == RECORDS // PER_BATCH
 
 
 async def test_the_parent_hands_pushes_to_its_apply_process_one_at_a_time(
