@@ -120,7 +120,7 @@ def _sqlite_upsert() -> str:
 
 def record_row(origin: str, epoch: str, c: Change, now_ms: int) -> tuple[Any, ...]:
     """One change as a `records` row, a tuple in RECORD_COLUMNS order (`sync.store.batch_rows`
-    builds the same tuples inline, in one pass, for speed: it runs for every received record)."""
+    makes one per received record)."""
     return (
         c.record_type,
         origin,

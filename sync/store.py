@@ -28,7 +28,7 @@ from node.schema import (
     node_meta,
     watermarks,
 )
-from node.store import insert_for, payload_json, read_meta_txn, record_hash
+from node.store import insert_for, read_meta_txn, record_row
 from security.keys import NodeKey
 from security.signing import sign
 from sync.epochs import upsert_for_epoch
@@ -407,19 +407,7 @@ def batch_rows(vb: VerifiedBatch, now_ms: int) -> BatchRows:
     probes = [c for c in vb.changes if is_probe(c.record_type)]
     origin, epoch = h.origin, h.epoch
     rows = [
-        (
-            c.record_type,
-            origin,
-            c.key,
-            c.version,
-            c.deleted,
-            payload_json(c.payload),
-            c.standards,
-            record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
-            epoch,
-            c.seq,
-            now_ms,
-        )
+        record_row(origin, epoch, c, now_ms)
         for c in vb.changes
         if not (probes and is_probe(c.record_type))
     ]
