@@ -248,16 +248,9 @@ class UpstreamQueue:
         now = self.clock.time_ms()
         if self._ahead:
             ahead = self._ahead.popleft()
-            self.in_flight = True
-            try:
-                progress = await self._send_preparing_next(
-                    ahead.pending, now, prepare=ahead.full, running=ahead.task
-                )
-            finally:
-                self.in_flight = False
-            self.transfers += 1
-            await self._succeeded(Mode.CATCHING_UP if ahead.full else Mode.LIVE, touched=True)
-            return progress
+            return await self._transfer(
+                ahead.pending, now, full=ahead.full, prepare=ahead.full, running=ahead.task
+            )
         # Batches the previous transfer prepared while in flight count towards this one's.
         prepared, self._prepared = self._prepared, 0
         ready, self._ready = self._ready, None
@@ -281,10 +274,24 @@ class UpstreamQueue:
             await self._succeeded(Mode.LIVE, touched=False)
             return False
         full = len(pending) >= window
+        prepare = full and window > 1
+        return await self._transfer(pending, now, full=full, prepare=prepare, sealed=sealed)
+
+    async def _transfer(
+        self,
+        pending: list[PendingBatch],
+        now_ms: int,
+        *,
+        full: bool,
+        prepare: bool,
+        sealed: tuple[Push, bytes] | None = None,
+        running: asyncio.Future[bool] | None = None,
+    ) -> bool:
+        """One transfer, sent here or already on its way (`running`), and its bookkeeping."""
         self.in_flight = True
         try:
             progress = await self._send_preparing_next(
-                pending, now, prepare=full and window > 1, sealed=sealed
+                pending, now_ms, prepare=prepare, sealed=sealed, running=running
             )
         finally:
             self.in_flight = False
