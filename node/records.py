@@ -509,7 +509,7 @@ def canonical_check(spec: FieldSpec) -> Callable[[str], object] | None:
     no such proof (dates, ids, codes: their normalisers run)."""
     if spec.codes is not None:
         return None
-    limit = spec.max_len if spec.max_len is not None else None
+    limit = spec.max_len
     if spec.kind == "str":
         control = _CONTROL.search
 

@@ -263,7 +263,7 @@ def _settle(pending: _Pending, value: Applied | None, error: BaseException | Non
 
 @dataclass
 class ApplyJob:
-    """One push's apply in the child: feed verified batches in order, then finish or abort."""
+    """One push's apply in the child: feed verified batches in order, then end (commit) or abort."""
 
     worker: ApplyWorker
     job: int
@@ -294,10 +294,6 @@ class ApplyJob:
             return future
         self.worker._put(("end", self.job, list(subtree)))
         return pending.future
-
-    async def finish(self, subtree: Sequence[str]) -> Applied:
-        """Commit the job and return the batches' results and the watermarks to answer with."""
-        return await self.end(subtree)
 
 
 # -- the child process -------------------------------------------------------------------------

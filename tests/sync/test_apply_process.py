@@ -146,7 +146,7 @@ async def test_apply_process_dying_mid_push_fails_the_job_and_writes_nothing(
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
     with pytest.raises(ApplyWorkerDown):
-        await asyncio.wait_for(job.finish([scene.a]), 30)
+        await asyncio.wait_for(job.end([scene.a]), 30)
     assert not worker.running
     assert await scene.counts() == {"records": 0, "batches": 0, "watermarks": 0}
 
