@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 #: How often the reply reader and the child look whether the other side is still there.
 POLL_S = 0.5
+#: SQLite: the child copies the WAL back into the database file (a checkpoint) once it has
+#: committed this many rows since the last one (roughly 250 MB of WAL), and once it has had
+#: nothing to do for CHECKPOINT_IDLE_S: not after every push, which wrote the pages a catch-up
+#: changes again and again (B-tree pages, the change log's tail) once per push.
+CHECKPOINT_ROWS = 200_000
+CHECKPOINT_IDLE_S = POLL_S
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ class ApplyWorker:
     """The receiver's handle on its apply process: start, hand over jobs, stop."""
 
     url: str
+    checkpoint_rows: int = CHECKPOINT_ROWS
+    checkpoint_idle_s: float = CHECKPOINT_IDLE_S
     _process: Any = None
     _requests: Any = None
     _replies: Any = None
@@ -141,7 +149,13 @@ class ApplyWorker:
         self._stopping = False
         self._process = ctx.Process(
             target=serve,
-            args=(self.url, self._requests, self._replies, os.getpid()),
+            args=(
+                self.url,
+                self._requests,
+                self._replies,
+                os.getpid(),
+                (self.checkpoint_rows, self.checkpoint_idle_s),
+            ),
             name="lsnet-apply",
             daemon=True,
         )
@@ -314,13 +328,21 @@ def _checkpoint(engine: Any) -> None:
     try:
         raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
     except Exception as exc:  # a checkpoint not done now is done by the next one
-        log.warning("WAL checkpoint after a push failed: %s", exc)
+        log.warning("WAL checkpoint failed: %s", exc)
     finally:
         raw.close()
 
 
-def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
-    """The child's loop: one transaction per job, batches applied as they arrive."""
+def serve(
+    url: str,
+    requests: Any,
+    replies: Any,
+    parent: int,
+    checkpoints: tuple[int, float] = (CHECKPOINT_ROWS, CHECKPOINT_IDLE_S),
+) -> None:
+    """The child's loop: one transaction per job, batches applied as they arrive.
+    `checkpoints`: (rows, idle seconds) after which a SQLite database is checkpointed."""
+    checkpoint_rows, checkpoint_idle_s = checkpoints
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops it with a "stop" message
     try:
@@ -334,8 +356,8 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
         sqlite = is_sqlite(url)
         if sqlite:
             # SQLite checkpoints the WAL inside the COMMIT that crosses 1,000 pages, i.e. inside
-            # most pushes' commit, before the answer. Here it is done after the answer instead,
-            # while the sender reads it and sends the next push.
+            # most pushes' commit, before the answer. Here it is done after the answer, once
+            # enough rows are owed or the child is idle (CHECKPOINT_ROWS, CHECKPOINT_IDLE_S).
             @event.listens_for(engine, "connect")
             def _no_auto_checkpoint(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -348,6 +370,8 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
     gc.freeze()
     replies.put(("ready",))
     current: _ChildJob | None = None
+    owed = 0  # rows committed since the last checkpoint (SQLite)
+    last = time.monotonic()  # when the last message arrived
 
     def job_for(number: int) -> _ChildJob:
         """The job `number`; whatever another job left open is abandoned (rolled back)."""
@@ -366,7 +390,12 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                 if current is not None:
                     current.rollback()
                 return
+            idle = current is None and time.monotonic() - last >= checkpoint_idle_s
+            if owed and idle:  # the WAL goes back into the database file
+                _checkpoint(engine)
+                owed = 0
             continue
+        last = time.monotonic()
         kind = msg[0]
         if kind == "stop":
             if current is not None:
@@ -388,6 +417,7 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                 vb = VerifiedBatch(signed, BatchHeader.from_bytes(header), hh, [], held)
                 made = BatchRows(rows, probes)
                 job.results.append(apply_batch_txn(job.open(), vb, now_ms, keep, made))
+                job.rows += len(rows)
             except Exception as exc:  # the job fails; the node answers an error
                 job.failed = f"{type(exc).__name__}: {exc}"
                 job.rollback()
@@ -403,7 +433,10 @@ def serve(url: str, requests: Any, replies: Any, parent: int) -> None:
                 seconds = job.commit()
                 replies.put(("done", number, job.results, marks, seconds))
                 if sqlite:
-                    _checkpoint(engine)
+                    owed += job.rows
+                    if owed >= checkpoint_rows:
+                        _checkpoint(engine)
+                        owed = 0
             except Exception as exc:  # the job fails; the node answers an error
                 job.rollback()
                 replies.put(("error", number, str(exc)))
@@ -417,6 +450,7 @@ class _ChildJob:
         self.number = number
         self.failed = ""
         self.results: list[BatchResult] = []
+        self.rows = 0
         self._conn: Any = None
         self._txn: Any = None
         self._began = 0.0

@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import signal
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from node.datagen import generate_records
+from node.db import sqlite_path
 from sync.apply_worker import ApplyWorker, ApplyWorkerDown
 from sync.scrub import scrub
 from sync.verify import verify_batch
@@ -270,3 +273,61 @@ async def test_operators_see_an_apply_process_that_is_down(scene: Scene) -> None
     await wait_until(lambda: not worker.running, 10.0, "the apply process did not die")
     assert (await own_entry())["apply_process"] == 0
     assert "apply_process_down" in await alert_names()
+
+
+def _records_in_the_file_alone(db: Path, tmp: Path) -> int:
+    """Records of the database file without its WAL: what a checkpoint has copied back."""
+    copy = tmp / "file-alone.db"
+    shutil.copyfile(db, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        (count,) = conn.execute("SELECT count(*) FROM records").fetchone()
+    except sqlite3.OperationalError:  # not even the table is in the file yet
+        count = 0
+    finally:
+        conn.close()
+        copy.unlink()
+    return int(count)
+
+
+async def _restart_with(worker: ApplyWorker, rows: int, idle_s: float) -> None:
+    worker.checkpoint_rows, worker.checkpoint_idle_s = rows, idle_s
+    await asyncio.to_thread(worker.start)  # a new child with these settings
+
+
+async def test_the_wal_is_checkpointed_once_enough_rows_are_owed(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """Not after every push: a push below the threshold stays in the WAL (no idle checkpoint
+    here), the push that crosses it is copied back into the database file."""
+    db = sqlite_path(scene.province.config.node.database)
+    if db is None:
+        pytest.skip("checkpoints are a SQLite matter; this backend is PostgreSQL")
+    await _restart_with(worker_of(scene), rows=25, idle_s=3600.0)
+    first, second, third = await scene.batches(scene.a, 30, per_batch=10)
+    status, _ = await scene.post(scene.seal([first, second]))
+    assert status == 200
+    assert await scene.counts() == {"records": 20, "batches": 2, "watermarks": 1}
+    assert _records_in_the_file_alone(db, tmp_path) == 0
+    status, _ = await scene.post(scene.seal([third]))  # 30 rows owed: checkpoint after it
+    assert status == 200
+    await wait_until(
+        lambda: _records_in_the_file_alone(db, tmp_path) == 30,
+        10.0,
+        "the WAL was not checkpointed once 25 rows were owed",
+    )
+
+
+async def test_an_idle_apply_process_checkpoints_the_wal(scene: Scene, tmp_path: Path) -> None:
+    db = sqlite_path(scene.province.config.node.database)
+    if db is None:
+        pytest.skip("checkpoints are a SQLite matter; this backend is PostgreSQL")
+    await _restart_with(worker_of(scene), rows=1_000_000, idle_s=0.0)
+    batches = await scene.batches(scene.a, 20, per_batch=10)
+    status, _ = await scene.post(scene.seal(batches))
+    assert status == 200
+    await wait_until(
+        lambda: _records_in_the_file_alone(db, tmp_path) == 20,
+        10.0,
+        "the idle apply process did not checkpoint the WAL",
+    )
