@@ -8,15 +8,17 @@ in force is read from the node's verified standards state (`StandardsChannel` wh
 Both validators here also offer `accepts_normalised(record_type, key, deleted, payload)`, a
 receiver's fast path (issue 8, `node.recheck`): True when the record is proven valid, already
 normalised and keyed `key`, without running `validate`; False when not proven (tombstones
-always), and the caller must then run `validate`. It is an optional extra, not part of
-`RecordValidator`: a validator without it (a wrapper with its own rules, say) is simply always
-checked in full. A subclass that changes `validate` must override it too (return False).
+always), and the caller must then run `validate`. `accepts_normalised_all(record_type, keys,
+payloads)` gives the same proof for all records of one type of a batch at once (no tombstones).
+They are optional extras, not part of `RecordValidator`: a validator without them (a wrapper
+with its own rules, say) is simply always checked in full. A subclass that changes `validate`
+must override both too (return False).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,13 +92,26 @@ class BuiltinValidator:
         when not proven (then run `validate`)."""
         if deleted:
             return False
+        plan = self._plan(record_type)
+        return plan is not None and plan.accepts(key, payload)
+
+    def accepts_normalised_all(
+        self, record_type: str, keys: Sequence[str], payloads: Sequence[Mapping[str, str]]
+    ) -> bool:
+        """True if `accepts_normalised` would be True for every record of `record_type` (no
+        tombstones) keyed `keys` with `payloads`; False when not proven for all of them."""
+        plan = self._plan(record_type)
+        return plan is not None and plan.accepts_all(keys, payloads)
+
+    @staticmethod
+    def _plan(record_type: str) -> RecheckPlan | None:
         plan = _BUILTIN_PLANS.get(record_type)
         if plan is None:
             schema = RECORD_TYPES.get(record_type)
             if schema is None:
-                return False
+                return None
             plan = _BUILTIN_PLANS.setdefault(record_type, _builtin_plan(schema))
-        return plan.accepts(key, payload)
+        return plan
 
 
 class ReleaseValidator:
@@ -121,14 +136,25 @@ class ReleaseValidator:
         when not proven (then run `validate`)."""
         if deleted:
             return False
+        plan = self._plan(record_type)
+        return plan is not None and plan.accepts(key, payload)
+
+    def accepts_normalised_all(
+        self, record_type: str, keys: Sequence[str], payloads: Sequence[Mapping[str, str]]
+    ) -> bool:
+        """True if `accepts_normalised` would be True for every record of `record_type` (no
+        tombstones) keyed `keys` with `payloads`; False when not proven for all of them."""
+        plan = self._plan(record_type)
+        return plan is not None and plan.accepts_all(keys, payloads)
+
+    def _plan(self, record_type: str) -> RecheckPlan | None:
         try:
-            plan = self._plans[record_type]
+            return self._plans[record_type]
         except KeyError:
             schema = self.standards.schemas.get(record_type)
             if schema is None:
-                return False
-            plan = self._plans.setdefault(record_type, release_plan(self.standards, schema))
-        return plan is not None and plan.accepts(key, payload)
+                return None
+            return self._plans.setdefault(record_type, release_plan(self.standards, schema))
 
 
 def own_province(config: NodeConfig) -> str | None:

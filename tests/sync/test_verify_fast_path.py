@@ -33,7 +33,7 @@ from node.records import _normalise_uncached as normalise_builtin
 from node.records import validate_record as validate_builtin
 from node.validation import BuiltinValidator, RecordValidator, ReleaseValidator
 from sync.errors import BatchRejected
-from sync.verify import check_change
+from sync.verify import check_change, unproven
 from sync.wire import Change
 
 Payload = dict[str, Any]
@@ -411,6 +411,97 @@ def test_local_codes_count_only_under_their_extension(release: Release) -> None:
         rules.accepts_normalised("contribution", "k", False, {})
     assert plans[0]["contribution"] is plans[1]["contribution"]
     assert plans[0]["insurance_enrollment"] is not plans[1]["insurance_enrollment"]
+
+
+# -- the batch proof (sync.verify.unproven, RecheckPlan.accepts_all): a batch's first refused
+#    change, code and message are those of checking every change in full ----------------------
+
+
+def batch_verdict(changes: list[Change], rules: RecordValidator) -> tuple[str, str]:
+    """What verify_batch decides about these changes' records: the first refusal, if any."""
+    for change in unproven(changes, rules):
+        found = verdict(change, rules)
+        if found[0] != "ok":
+            return found
+    return "ok", ""
+
+
+def full_batch_verdict(changes: list[Change], rules: RecordValidator) -> tuple[str, str]:
+    full = FullOnly(rules)
+    for change in changes:
+        found = verdict(change, full)
+        if found[0] != "ok":
+            return found
+    return "ok", ""
+
+
+def assert_same_batch_verdicts(
+    rules: RecordValidator, changes: list[Change], size: int
+) -> tuple[int, int]:
+    """Both verdicts agree for every batch of `size` changes; (batches refused, batches whose
+    every change was proven at once)."""
+    refused = at_once = 0
+    for i in range(0, len(changes), size):
+        batch = changes[i : i + size]
+        expected = full_batch_verdict(batch, rules)
+        assert batch_verdict(batch, rules) == expected, batch
+        refused += expected[0] != "ok"
+        at_once += not unproven(batch, rules)
+    return refused, at_once
+
+
+@pytest.mark.parametrize("size", [1, 7, 40, 400])
+def test_a_batch_proof_gives_the_full_verdicts_against_a_release(
+    release_validator: ReleaseValidator, size: int
+) -> None:
+    changes = [c for _, c in corpus(seed=48)]
+    refused, _ = assert_same_batch_verdicts(release_validator, changes, size)
+    assert refused > 0  # the corpus is not trivially valid
+    random.Random(49).shuffle(changes)
+    assert_same_batch_verdicts(release_validator, changes, size)
+
+
+@pytest.mark.parametrize("size", [7, 400])
+def test_a_batch_proof_gives_the_full_verdicts_of_the_builtin_schemas(size: int) -> None:
+    changes = [c for _, c in corpus(seed=58)]
+    refused, _ = assert_same_batch_verdicts(BuiltinValidator(), changes, size)
+    assert refused > 0
+
+
+def test_a_batch_proof_while_the_known_values_start_over(
+    release_validator: ReleaseValidator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches with more new values than a field keeps are still judged exactly."""
+    monkeypatch.setattr(recheck, "KNOWN_PER_FIELD", 8)
+    monkeypatch.setattr(recheck, "MEMO_SIZE", 4)
+    changes = [c for _, c in corpus(seed=68, n=600)]
+    assert_same_batch_verdicts(release_validator, changes, 5)
+    assert_same_batch_verdicts(release_validator, changes, 60)
+    plans = [plan for plan in release_validator._plans.values() if plan is not None]
+    assert all(len(known) <= 8 for plan in plans for known in plan._known.values())
+
+
+@pytest.mark.parametrize("rules", ["release", "builtin"])
+def test_valid_batches_are_proven_at_once(rules: str, release_validator: ReleaseValidator) -> None:
+    validator: RecordValidator = release_validator if rules == "release" else BuiltinValidator()
+    valid = [
+        Change(n + 1, rec.record_type, rec.key, 1, False, dict(rec.payload), "std-1")
+        for n, rec in enumerate(
+            validate_builtin(o) for o in datagen.generate_records("330100", 3000, seed=7)
+        )
+    ]
+    for i in range(0, len(valid), 500):
+        assert unproven(valid[i : i + 500], validator) == []
+    # one bad change sends its record type, and only it, to be checked change by change
+    at = next(i for i, c in enumerate(valid) if c.record_type == "contribution")
+    bad = valid[at]
+    wrong = "0" if bad.payload["person_id"][-1] != "0" else "1"
+    changed = {**bad.payload, "person_id": bad.payload["person_id"][:-1] + wrong}
+    batch = [*valid[:at], bad._replace(payload=changed), *valid[at + 1 : at + 500]]
+    assert len({c.record_type for c in batch}) > 1
+    rest = unproven(batch, validator)
+    assert rest == [c for c in batch if c.record_type == bad.record_type]
+    assert batch_verdict(batch, validator)[0] == "invalid_record"
 
 
 # -- the canonical proofs (node.records.canonical_check) never accept what the normaliser would
