@@ -146,16 +146,20 @@ def _check_version(m: Mapping[str, Any], what: str) -> None:
 # -- changes and batches ---------------------------------------------------------------------------
 
 
+_Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
 class Change(NamedTuple):
     """One entry of an origin's change log: a record version (or tombstone) at a sequence number.
 
     A named tuple in wire order, so a decoded change is built in one step (issue 8: a receiver
     makes one per record)."""
 
-    seq: int
-    record_type: str
-    key: str
-    version: int
+    # The constraints are what `decode_body` checks while msgspec builds each change in C.
+    seq: _Positive
+    record_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    version: _Positive
     deleted: bool
     payload: Mapping[str, str]
     standards: str
@@ -347,28 +351,15 @@ def pack_record(
     return data
 
 
-_Positive = Annotated[int, msgspec.Meta(ge=1)]
 # Exactly what `Change.from_wire` accepts, as one msgspec type: a list of 7-item arrays of exact
 # types (an int is never a bool), seq and version >= 1, a record type of 1..64 and a key of
-# 1..512 characters, a str→str payload.
-_BODY = msgspec.msgpack.Decoder(
-    list[
-        tuple[
-            _Positive,
-            Annotated[str, msgspec.Meta(min_length=1, max_length=64)],
-            Annotated[str, msgspec.Meta(min_length=1, max_length=512)],
-            _Positive,
-            bool,
-            dict[str, str],
-            str,
-        ]
-    ]
-)
+# 1..512 characters, a str→str payload (decoded as a dict); each made a `Change` in C.
+_BODY = msgspec.msgpack.Decoder(list[Change])
 
 
 def decode_body(data: bytes, header: BatchHeader) -> list[Change]:
     try:
-        changes = list(map(Change._make, _BODY.decode(data)))
+        changes = _BODY.decode(data)
     except Exception:  # refused: the checks below find the fault and name it precisely
         changes = _decode_body_checked(data)
     if len(changes) != header.count:
