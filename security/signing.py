@@ -7,6 +7,7 @@ that arrived; nothing here re-serialises. This module knows nothing about the wi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from nacl.exceptions import BadSignatureError
@@ -15,6 +16,7 @@ from nacl.signing import VerifyKey
 from security.keys import NodeKey
 
 SIGNATURE_BYTES = 64
+DIGEST_SUFFIX = "/sha256"
 
 
 class SignatureInvalid(Exception):
@@ -37,6 +39,20 @@ def verify(verify_key: VerifyKey, purpose: str, data: bytes, signature: bytes) -
         verify_key.verify(_message(purpose, data), signature)
     except BadSignatureError as exc:
         raise SignatureInvalid("signature does not verify") from exc
+
+
+def sign_digest(key: NodeKey, purpose: str, data: bytes) -> bytes:
+    """A signature over the SHA-256 digest of `data` rather than `data` itself (ADR 0016): for
+    megabytes, one fast hash pass instead of Ed25519's two SHA-512 passes. Its purpose is
+    `<purpose>/sha256`, so it never verifies as a signature over bytes, nor the other way."""
+    return sign(key, purpose + DIGEST_SUFFIX, hashlib.sha256(data).digest())
+
+
+def verify_digest_any(
+    keys: Iterable[VerifyKey], purpose: str, data: bytes, signature: bytes
+) -> None:
+    """`verify_any` for a signature made by `sign_digest`."""
+    verify_any(keys, purpose + DIGEST_SUFFIX, hashlib.sha256(data).digest(), signature)
 
 
 def verify_any(keys: Iterable[VerifyKey], purpose: str, data: bytes, signature: bytes) -> None:

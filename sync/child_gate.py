@@ -1,7 +1,8 @@
 """The door of the node-to-node routes that children call (the push, anti-entropy summaries
 and repairs, restore-from-parent): read the body within the size limit, then — before
 anything else happens — the message shape, the sender is an enrolled direct child, the message
-is for this node, the child's signature under the route's purpose, the send time within the
+is for this node, the child's signature under the route's purpose (over the envelope or, when
+the message says so, over its SHA-256 digest: ADR 0016), the send time within the
 allowed clock skew, and a fresh nonce. A refusal answers 4xx with a stable code, is counted and
 goes to the audit log; nothing is written. `throttle` keeps each child within its request rate
 on the gate's routes (`limits.peer_requests_per_s`, `limits.peer_burst`, as the push): beyond
@@ -25,7 +26,7 @@ from node.clock import Clock
 from security.audit import AuditKind
 from security.keyring import KeyRing, trusted_keys
 from security.ratelimit import NonceCache, RateLimiter
-from security.signing import SignatureInvalid, verify_any
+from security.signing import SignatureInvalid, verify_any, verify_digest_any
 from sync.metrics import SyncMetrics
 from sync.receiver import ReceiveError, error_response, limited_response
 from sync.wire import Code, Sealed, WireError
@@ -67,6 +68,9 @@ class ChildGate:
         self.per_peer = RateLimiter(config.limits.peer_requests_per_s, config.limits.peer_burst)
         self.keyring: KeyRing | None = None  # the node's key ring (rotations, revocations)
         self._signer: dict[int, str] = {}
+        # Whether a signature over the envelope's sha256 digest is accepted (ADR 0016); push
+        # replies tell the children. False makes this node answer like one of protocol 1 only.
+        self.accepts_digest = True
 
     async def read(self, request: web.Request) -> bytes:
         from node.peer_auth import BODY_KEY, PEER_KEY
@@ -115,7 +119,10 @@ class ChildGate:
             )
         try:
             keys = trusted_keys(self.keyring, claimed, child.verify_key, self.clock.time_ms())
-            verify_any(keys, purpose, sealed.envelope, sealed.signature)
+            if sealed.digest and not self.accepts_digest:
+                raise SignatureInvalid("this node verifies signatures over the bytes only")
+            check = verify_digest_any if sealed.digest else verify_any
+            check(keys, purpose, sealed.envelope, sealed.signature)
         except SignatureInvalid:
             raise ReceiveError(
                 Code.BAD_SIGNATURE,
@@ -143,6 +150,8 @@ class ChildGate:
                 f"node {signer} sent a message that claims to come from {claimed}",
                 claimed=claimed,
             )
+        signed = "sha256" if sealed.digest else "bytes"
+        self.metrics.sealed_received.labels(claimed, purpose, signed).inc()
         return msg
 
     def throttle(self, sender: str) -> None:

@@ -31,6 +31,14 @@ class SyncMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.sealed_received = Counter(
+            "sync_sealed_received",
+            "Authentic messages received from children, by route purpose and by what the child "
+            "signed: the envelope bytes (protocol 1) or their sha256 digest (ADR 0016)",
+            ["child", "purpose", "signed"],
+            namespace=ns,
+            registry=registry,
+        )
         self.rejected = Counter(
             "sync_rejected",
             "Requests or batches rejected, by reason code",

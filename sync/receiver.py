@@ -33,6 +33,7 @@ from sync.metrics import SyncMetrics
 from sync.store import SyncStore
 from sync.verify import VerifiedBatch, verify_batch
 from sync.wire import (
+    ACCEPTS_DIGEST,
     CONTENT_TYPE,
     PURPOSE_PUSH,
     PURPOSE_PUSH_REPLY,
@@ -275,6 +276,7 @@ class PushReceiver:
             nonce=push.nonce,
             results=tuple(results),
             watermarks=tuple(marks),
+            accepts=(ACCEPTS_DIGEST,) if self.gate.accepts_digest else (),
         )
         envelope = reply.to_bytes()
         sealed = Sealed(envelope, sign(self.key, PURPOSE_PUSH_REPLY, envelope))

@@ -34,12 +34,13 @@ from node.clock import Clock
 from security.audit import AuditKind
 from security.keyring import KeyRing, trusted_keys
 from security.keys import NodeKey
-from security.signing import SignatureInvalid, sign, verify_any
+from security.signing import SignatureInvalid, sign, sign_digest, verify_any
 from sync.errors import PeerRejected, PeerUnavailable
 from sync.metrics import SyncMetrics
 from sync.store import LinkState, PendingBatch, SyncStore
 from sync.transport import Transport
 from sync.wire import (
+    ACCEPTS_DIGEST,
     PURPOSE_PUSH,
     PURPOSE_PUSH_REPLY,
     BatchStatus,
@@ -98,6 +99,7 @@ class _Ready:
     pending: list[PendingBatch]
     sealed: tuple[Push, bytes]
     made_at: float
+    digest: bool = False  # signed over the envelope's digest (ADR 0016)
 
     @property
     def ids(self) -> list[int]:
@@ -142,6 +144,9 @@ class UpstreamQueue:
         self._ready: _Ready | None = None  # the next push, sealed while the last was in flight
         # Pushes already sent behind the one being waited for, oldest first (ADR 0015).
         self._ahead: deque[_Ahead] = deque()
+        # Sign pushes over their envelope's SHA-256 digest (ADR 0016): only once a reply of the
+        # parent has said it accepts that; the first push after a start signs the bytes.
+        self._digest = False
         self.events: SecurityEvents | None = None
         # Operator controls (network_mgmt.link_admin persists `paused`); the recent failures of
         # this link, newest last, for `lsnet links errors` and the heartbeat.
@@ -361,7 +366,8 @@ class UpstreamQueue:
             following = await self.store.next_transfer(most, self._transfer_bytes, last_id)
             if not following:
                 return
-            self._ready = _Ready(following, self._seal(following), self.clock.monotonic())
+            made = self._seal(following)
+            self._ready = _Ready(following, made, self.clock.monotonic(), self._digest)
             if window > 1:
                 self._prepared = 0  # cut for a push that leaves from here
 
@@ -383,7 +389,8 @@ class UpstreamQueue:
         """A sealed push is used only soon after it was made: its send time must stay well
         inside the parent's allowed clock skew."""
         age = self.clock.monotonic() - ready.made_at
-        return age <= self.settings.max_clock_skew_s / 10
+        # ... and signed as the parent is known to accept now
+        return age <= self.settings.max_clock_skew_s / 10 and ready.digest == self._digest
 
     async def _cut(self, now_ms: int, count: int) -> int:
         """Cut and sign up to `count` new batches, in one transaction."""
@@ -404,7 +411,11 @@ class UpstreamQueue:
             batches=tuple(p.signed for p in pending),
         )
         envelope = push.to_bytes()
-        return push, Sealed(envelope, sign(self.key, PURPOSE_PUSH, envelope)).to_bytes()
+        if self._digest:  # the parent said it accepts a signature over the digest (ADR 0016)
+            sealed = Sealed(envelope, sign_digest(self.key, PURPOSE_PUSH, envelope), digest=True)
+        else:
+            sealed = Sealed(envelope, sign(self.key, PURPOSE_PUSH, envelope))
+        return push, sealed.to_bytes()
 
     async def _send(
         self,
@@ -423,6 +434,10 @@ class UpstreamQueue:
             answer = await self.transport.post(self.parent.id, self.parent.url + PUSH_PATH, body)
         except PeerRejected as exc:
             on_the_way.dec()
+            if exc.code == Code.BAD_SIGNATURE.value:
+                # Perhaps the parent was replaced by a version that does not know digest
+                # signatures: sign the bytes themselves until a reply says otherwise.
+                self._digest = False
             await self._after(earlier)
             if (
                 exc.batch_index is not None
@@ -497,6 +512,7 @@ class UpstreamQueue:
             or reply.nonce != nonce
         ):
             raise PeerUnavailable(self.parent.id, "answer is not for this request")
+        self._digest = ACCEPTS_DIGEST in reply.accepts
         return reply
 
     async def _quarantine(self, batch: PendingBatch, code: str, message: str) -> None:
