@@ -422,6 +422,21 @@ def _checked_person_id(number: str) -> str:
     return number
 
 
+_PERSON_ID_ASCII = re.compile(r"[0-9]{17}[0-9X]")
+
+
+def _canonical_person_id(v: str) -> bool:
+    """`_checked_person_id(v) == v` for a value already in canonical form (18 ASCII characters,
+    so `_text` and `upper` change nothing), without its cache and its messages."""
+    if _PERSON_ID_ASCII.fullmatch(v) is None or v[17] != ric.calc_check_digit(v):
+        return False
+    try:
+        dt.date(int(v[6:10]), int(v[10:12]), int(v[12:14]))
+    except ValueError:
+        return False
+    return True
+
+
 def _norm_uscc(value: object) -> str:
     return _checked_uscc(_text(value).upper())
 
@@ -506,10 +521,28 @@ def canonical_check(spec: FieldSpec) -> Callable[[str], object] | None:
     """For a receiver's re-check (`node.recheck`): a quick proof that a text value is accepted by
     `spec` and already in normal form — truthy only when `_normalise_uncached(spec, v) == v`.
     A falsy answer proves nothing (the normaliser then decides). None for the kinds that have
-    no such proof (dates, ids, codes: their normalisers run)."""
+    no such proof (code fields, other ids, years and months: their normalisers run)."""
     if spec.codes is not None:
         return None
     limit = spec.max_len
+    if spec.kind == "date":
+        if limit is not None and limit < 10:
+            return None
+        first, last = _YEARS
+
+        def date(v: str) -> bool:  # `_norm_date`'s own fast path
+            if len(v) != 10 or v[4] != "-" or v[7] != "-":
+                return False
+            try:
+                return first <= dt.date.fromisoformat(v).year <= last
+            except ValueError:
+                return False
+
+        return date
+    if spec.kind == "person_id":
+        if limit is not None and limit < 18:
+            return None
+        return _canonical_person_id
     if spec.kind == "str":
         control = _CONTROL.search
 

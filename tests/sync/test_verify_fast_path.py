@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierarchy_config.standards import (
@@ -508,16 +508,71 @@ def test_valid_batches_are_proven_at_once(rules: str, release_validator: Release
 #    change or refuse ----------------------------------------------------------------------------
 
 _decimal_like = st.from_regex(r"[ +-]?0*[0-9]{0,16}(\.[0-9]{0,6})?[ ]?", fullmatch=True)
-_any_text = st.one_of(st.text(max_size=40), _decimal_like, st.sampled_from(["", " ", "0", "0.00"]))
+_date_like = st.one_of(
+    st.dates(dt.date(1800, 1, 1), dt.date(2200, 12, 31)).map(dt.date.isoformat),
+    st.from_regex(r"[ ]?[0-9٣]{4}-?[0-9]{2}-?[0-9]{2}[ ]?", fullmatch=True),
+)
 
 
+def _with_check_digit(body: str) -> str:
+    from stdnum.cn import ric
+
+    return body + ric.calc_check_digit(body + "0")
+
+
+_id_like = st.one_of(
+    st.from_regex(r"[0-9]{6}(18|19|20|21)[0-9]{2}[0-1][0-9][0-3][0-9][0-9]{3}", fullmatch=True).map(
+        _with_check_digit
+    ),
+    st.from_regex(r"[ ]?[0-9٣]{17}[0-9Xx][ ]?", fullmatch=True),
+)
+_any_text = st.one_of(
+    st.text(max_size=40),
+    _decimal_like,
+    _date_like,
+    _id_like,
+    st.sampled_from(["", " ", "0", "0.00"]),
+)
+
+
+def _release_specs() -> list[Any]:
+    """The field specs a standards release's plans prove with (`standards.recheck._build`)."""
+    from hierarchy_config.standards.validate import _OWN_TYPES, _spec_of
+
+    release = default_release()
+    return [
+        _spec_of(f)
+        for schema in release.schemas.values()
+        for f in schema.fields
+        if f.type not in _OWN_TYPES
+    ]
+
+
+_SPECS = [s for schema in RECORD_TYPES.values() for s in schema.fields] + _release_specs()
+
+
+@settings(max_examples=400)
 @given(st.data())
 def test_canonical_proofs_are_sound(data: st.DataObject) -> None:
-    specs = [s for schema in RECORD_TYPES.values() for s in schema.fields]
-    spec = data.draw(st.sampled_from(specs))
+    spec = data.draw(st.sampled_from(_SPECS))
     check = canonical_check(spec)
     if check is None:
         return
     value = data.draw(_any_text)
     if check(value):
         assert normalise_builtin(spec, value) == value
+
+
+def test_dates_and_person_ids_have_proofs_that_prove() -> None:
+    """The proofs are not vacuous: valid canonical values pass, others do not."""
+    kinds = {s.kind: s for s in _SPECS if s.codes is None}
+    date, person_id = canonical_check(kinds["date"]), canonical_check(kinds["person_id"])
+    assert date is not None and person_id is not None
+    assert date("2024-02-29") and date("1850-01-01") and date("2099-12-31")
+    assert not date("2023-02-29") and not date("1849-12-31") and not date("20240229")
+    assert not date(" 2024-02-2") and not date("2024-02-29 ")
+    assert person_id("11010519491231002X") and person_id(_with_check_digit("33010219900101123"))
+    assert not person_id("11010519491231002x")  # normalised to upper case first
+    assert not person_id("110105194912310020")  # check digit
+    assert not person_id(_with_check_digit("11010519491331002"))  # month 13
+    assert not person_id("١١٠١٠٥١٩٤٩١٢٣١٠٠٢X")  # not ASCII digits: the normaliser decides
