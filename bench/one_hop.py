@@ -262,7 +262,17 @@ def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
     if profile_dir:
         out = Path(profile_dir) / f"{config.parent.name}-{config.stem}.txt"
         py_spy = str(Path(sys.executable).parent / "py-spy")
-        command = [py_spy, "record", "-r", "250", "-f", "raw", "--idle", "-t", "--subprocesses"]
+        command = [
+            py_spy,
+            "record",
+            "-r",
+            "250",
+            "-f",
+            os.environ.get("LSNET_BENCH_PYSPY_FORMAT", "raw"),
+            "--idle",
+            "-t",
+            "--subprocesses",
+        ]
         command += ["-o", str(out)]
         command += ["--"]
         command += [_lsnet(), "node", "run", "--config", str(config), "--log-level", LOG_LEVEL]
