@@ -429,11 +429,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def timed_run(
-    nodes: Nodes, work: Path, epoch: str, last_seq: int, timeout_s: float
+    nodes: Nodes, work: Path, epoch: str, last_seq: int, timeout_s: float, tag: str = ""
 ) -> dict[str, Any]:
+    """One timed sync of the prepared backlog; the nodes' logs go to `province{tag}.log` and
+    `city{tag}.log` in `work`."""
     city_entry = nodes.layout.by_id(nodes.city_id)
     province_entry = nodes.layout.by_id(nodes.province_id)
-    province_log, city_log = work / "province.log", work / "city.log"
+    province_log, city_log = work / f"province{tag}.log", work / f"city{tag}.log"
     procs: list[subprocess.Popen[bytes]] = []
     try:
         province = _spawn(nodes.province_config, province_log)
@@ -673,7 +675,8 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.runs):
                 if i:
                     restore(nodes, work / "prepared")
-                one = timed_run(nodes, work, prep["epoch"], prep["last_seq"], args.timeout)
+                tag = f"-{i + 1}" if args.runs > 1 else ""
+                one = timed_run(nodes, work, prep["epoch"], prep["last_seq"], args.timeout, tag)
                 own = content_digest(nodes.city_db, nodes.city_id)
                 held = content_digest(nodes.province_db, nodes.city_id)
                 if own != held or own[0] != args.records:

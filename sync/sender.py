@@ -147,6 +147,8 @@ class UpstreamQueue:
         # Sign pushes over their envelope's SHA-256 digest (ADR 0016): only once a reply of the
         # parent has said it accepts that; the first push after a start signs the bytes.
         self._digest = False
+        # Set when an answer shows the parent needs batches before those sent ahead (ADR 0015).
+        self._restart_window = False
         self.events: SecurityEvents | None = None
         # Operator controls (network_mgmt.link_admin persists `paused`); the recent failures of
         # this link, newest last, for `lsnet links errors` and the heartbeat.
@@ -334,11 +336,18 @@ class UpstreamQueue:
             except Exception:
                 log.exception("UP [%s] preparing the next transfer failed", self.parent.id)
         try:
-            return await send
+            progress = await send
         except BaseException:
             # The pushes sent after this one are answered in order after it: abandon them.
             await self._abandon_ahead()
             raise
+        if self._restart_window:
+            # Start again from the oldest batch not acknowledged: the pushes sent ahead, and the
+            # one sealed ahead, follow batches the parent still needs.
+            self._restart_window = False
+            self._ready = None
+            await self._abandon_ahead()
+        return progress
 
     async def _fill_window(
         self, send: asyncio.Future[bool], pending: list[PendingBatch], now_ms: int
@@ -470,6 +479,10 @@ class UpstreamQueue:
                 log.info(
                     "UP [%s] parent needs %s from seq %d", self.parent.id, res.origin, res.need_seq
                 )
+                # The parent judged this push before one sent ahead of it (their requests
+                # overtook one another), or lost what it had: the pushes sent after this one
+                # continue from batches it does not hold yet, and would be gaps too.
+                self._restart_window = True
                 # The parent may have lost what it once acknowledged (restored or re-initialised
                 # database): resend from the seq it asks for.
                 if (res.origin, res.epoch) not in marks and res.need_seq >= 1:
@@ -480,6 +493,7 @@ class UpstreamQueue:
         if acked:
             self.metrics.batches_acked.labels(self.parent.id).inc(acked)
         if requeued:
+            self._restart_window = True
             log.warning(
                 "UP [%s] parent no longer holds %d acknowledged batches; resending",
                 self.parent.id,

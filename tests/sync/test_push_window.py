@@ -94,10 +94,11 @@ async def window(
     tmp_path: Path,
     database_for: Callable[[str], str],
     transport_for: Callable[[Node, str], GatedTransport],
+    in_flight: int = 2,
 ) -> AsyncIterator[Window]:
     """`transport_for(city, province_id)` wraps the queue's own transport."""
     net, province_id, city_id = await limited_net(
-        tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=2
+        tmp_path, database_for, PER_BATCH, PER_TRANSFER, in_flight=in_flight
     )
     province = await net.start(province_id)
     city = net.open(city_id)
@@ -203,6 +204,12 @@ async def test_a_failed_push_abandons_the_ones_sent_after_it(
         assert await applied(w.province, w.city_id) == RECORDS
         assert all(r.acked for r in await batch_rows(w.city))
         assert received(w, "applied") == RECORDS // PER_BATCH
+        assert received(w, "gap") > 0  # push 3 did overtake push 2
+        # After the gap the queue went back to the oldest batch the province had not confirmed,
+        # instead of going on after the pushes already sent (which were gaps too).
+        seqs = sent_seqs(w.transport.bodies)
+        assert seqs[: 2 * PER_TRANSFER] == [1, 11, 21, 31]
+        assert seqs[-1] == RECORDS - PER_BATCH + 1 and len(seqs) < 2 * RECORDS // PER_BATCH
 
 
 async def test_the_parent_hands_pushes_to_its_apply_process_one_at_a_time(
@@ -247,3 +254,37 @@ async def _two_pushes_through_the_apply_process(
     assert [r.status for r in scene.reply(a2).results] == [BatchStatus.APPLIED] * 2
     assert await scene.counts() == {"records": 40, "batches": 4, "watermarks": 1}
     assert worker.running
+
+
+@pytest.mark.parametrize("in_flight", [2, 4])
+async def test_pushes_that_overtake_one_another_still_converge(
+    tmp_path: Path, database_for: Callable[[str], str], in_flight: int
+) -> None:
+    """Push 2 reaches the province after the pushes behind it (its connection was slower):
+    those are gaps there. Every batch still arrives, each applied once, in a bounded number of
+    transfers."""
+
+    class SecondArrivesLast(GatedTransport):
+        async def post(self, peer: str, url: str, body: bytes) -> bytes:
+            if len(self.bodies) == 1:  # this is push 2: let the ones behind it go first
+                self.bodies.append(body)
+                n = len(self.bodies)
+                self.event(self.posted, n).set()
+                await asyncio.wait_for(self.event(self.answered, 3).wait(), GATE_S)
+                answer: bytes = await self.inner.post(peer, url, body)
+                self.event(self.answered, n).set()
+                return answer
+            return await super().post(peer, url, body)
+
+    async with window(tmp_path, database_for, SecondArrivesLast, in_flight) as w:
+        await w.city.ingest(valid_records(w.city_id, RECORDS, seed=14))
+        await drain(w.queue, most=3 * RECORDS // (PER_BATCH * PER_TRANSFER))
+        assert await applied(w.province, w.city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(w.city))
+        assert received(w, "applied") == RECORDS // PER_BATCH
+        assert received(w, "gap") > 0  # push 3 did overtake push 2
+        # After the gap the queue went back to the oldest batch the province had not confirmed,
+        # instead of going on after the pushes already sent (which were gaps too).
+        seqs = sent_seqs(w.transport.bodies)
+        assert seqs[: 2 * PER_TRANSFER] == [1, 11, 21, 31]
+        assert seqs[-1] == RECORDS - PER_BATCH + 1 and len(seqs) < 2 * RECORDS // PER_BATCH
