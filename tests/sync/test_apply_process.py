@@ -295,14 +295,26 @@ async def _restart_with(worker: ApplyWorker, rows: int, idle_s: float) -> None:
     await asyncio.to_thread(worker.start)  # a new child with these settings
 
 
+@pytest.fixture
+async def sqlite_scene(tmp_path: Path) -> AsyncIterator[Scene]:
+    """The scene on SQLite files only: checkpoints are a SQLite matter."""
+    (tmp_path / "db").mkdir()
+
+    def database_for(node_id: str) -> str:
+        return f"sqlite:///{tmp_path / 'db' / node_id}.db"
+
+    async with open_scene(tmp_path, database_for, sync={"apply_process": True}) as opened:
+        yield opened
+
+
 async def test_the_wal_is_checkpointed_once_enough_rows_are_owed(
-    scene: Scene, tmp_path: Path
+    sqlite_scene: Scene, tmp_path: Path
 ) -> None:
     """Not after every push: a push below the threshold stays in the WAL (no idle checkpoint
     here), the push that crosses it is copied back into the database file."""
+    scene = sqlite_scene
     db = sqlite_path(scene.province.config.node.database)
-    if db is None:
-        pytest.skip("checkpoints are a SQLite matter; this backend is PostgreSQL")
+    assert db is not None
     await _restart_with(worker_of(scene), rows=25, idle_s=3600.0)
     first, second, third = await scene.batches(scene.a, 30, per_batch=10)
     status, _ = await scene.post(scene.seal([first, second]))
@@ -318,10 +330,12 @@ async def test_the_wal_is_checkpointed_once_enough_rows_are_owed(
     )
 
 
-async def test_an_idle_apply_process_checkpoints_the_wal(scene: Scene, tmp_path: Path) -> None:
+async def test_an_idle_apply_process_checkpoints_the_wal(
+    sqlite_scene: Scene, tmp_path: Path
+) -> None:
+    scene = sqlite_scene
     db = sqlite_path(scene.province.config.node.database)
-    if db is None:
-        pytest.skip("checkpoints are a SQLite matter; this backend is PostgreSQL")
+    assert db is not None
     await _restart_with(worker_of(scene), rows=1_000_000, idle_s=0.0)
     batches = await scene.batches(scene.a, 20, per_batch=10)
     status, _ = await scene.post(scene.seal(batches))
