@@ -81,7 +81,9 @@ def plan(sizes: Sizes, pg_url: str | None) -> dict[str, Callable[[], list[Figure
     return {
         "per_record": lambda: suite.per_record(sizes.stages),
         "latency": lambda: suite.latency(sizes.latency_samples),
-        "one_hop": lambda: suite.one_hop(sizes.one_hop, sizes.pg_hop, sizes.timeout_s, pg_url),
+        "one_hop": lambda: suite.one_hop(
+            sizes.one_hop, sizes.pg_hop, sizes.timeout_s, pg_url, sizes.hop_runs
+        ),
         "two_hops": lambda: suite.two_hops(sizes.two_hops, sizes.timeout_s),
         "catch_up": lambda: suite.catch_up(sizes.catch_up, sizes.timeout_s),
         "pg_vs_logical": lambda: suite.pg_vs_logical(sizes.logical, sizes.timeout_s),

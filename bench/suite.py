@@ -62,6 +62,8 @@ class Sizes:
     stages: int
     logical: int
     timeout_s: float
+    # Timed runs of each one-hop figure; the run with the median ratio is reported (all listed).
+    hop_runs: int = 1
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -72,7 +74,9 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(100_000, 100_000, 100_000, (100_000, 1_000_000), 100, 100_000, 100_000, 3600.0)
+        return cls(
+            100_000, 100_000, 100_000, (100_000, 1_000_000), 100, 100_000, 100_000, 3600.0, 3
+        )
 
 
 @contextmanager
@@ -148,21 +152,41 @@ def _hop(
     return tree, prep, ceil, run
 
 
-def one_hop(n: int, n_pg: int, timeout_s: float, pg_admin_url: str | None) -> list[Figure]:
-    """City → province, SQLite and (when a server is given) PostgreSQL at the province."""
+def one_hop(
+    n: int, n_pg: int, timeout_s: float, pg_admin_url: str | None, runs: int = 1
+) -> list[Figure]:
+    """City → province, SQLite and (when a server is given) PostgreSQL at the province; `runs`
+    timed runs of each (SQLite from one prepared tree, PostgreSQL each on a new database), the
+    one with the median ratio reported."""
     out = []
-    run, ceil = catch_up_bench.measure(_sqlite_tree(n), ["province", "city"], "province", timeout_s)
-    out.append(_hop_figure(f"one hop city→province, SQLite ({n:,} records)", run, ceil, n))
+    tree = _sqlite_tree(n)
+    sqlite_runs = [
+        catch_up_bench.measure(tree, ["province", "city"], "province", timeout_s)
+        for _ in range(runs)
+    ]
+    out.append(_hop_figure(f"one hop city→province, SQLite ({n:,} records)", sqlite_runs, n))
     if pg_admin_url:
-        with workdir() as work, pg_database(pg_admin_url) as url:
-            _tree, _prep, ceil, run = _hop(
-                n, {"province": url}, ["province", "city"], "province", timeout_s, work
-            )
-        out.append(_hop_figure(f"one hop city→province, PostgreSQL province ({n:,})", run, ceil, n))
+        pg_runs = []
+        for _ in range(runs):
+            with workdir() as work, pg_database(pg_admin_url) as url:
+                _tree, _prep, ceil, run = _hop(
+                    n_pg, {"province": url}, ["province", "city"], "province", timeout_s, work
+                )
+            pg_runs.append((run, ceil))
+        name = f"one hop city→province, PostgreSQL province ({n_pg:,})"
+        out.append(_hop_figure(name, pg_runs, n_pg))
     return out
 
 
-def _hop_figure(name: str, run: dict[str, Any], ceil: dict[str, Any], n: int) -> Figure:
+def _hop_figure(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]], n: int) -> Figure:
+    """The figure of the run (with its own ceiling) whose ratio is the median of `runs`."""
+    ratios = [run["records_per_s"] / ceil["records_per_s"] for run, ceil in runs]
+    run, ceil = sorted(runs, key=lambda rc: rc[0]["records_per_s"] / rc[1]["records_per_s"])[
+        (len(runs) - 1) // 2
+    ]
+    detail: dict[str, Any] = {"records": n, "run": run, "ceiling": ceil}
+    if len(runs) > 1:
+        detail["ratios_of_all_runs"] = ratios
     return Figure(
         name,
         run["records_per_s"],
@@ -172,7 +196,7 @@ def _hop_figure(name: str, run: dict[str, Any], ceil: dict[str, Any], n: int) ->
         "driver-only bulk upsert of the same rows into the same database",
         run["records_per_s"] / ceil["records_per_s"],
         f">= {TARGET_HOP_RATIO}",
-        {"records": n, "run": run, "ceiling": ceil},
+        detail,
     )
 
 
