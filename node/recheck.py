@@ -91,6 +91,7 @@ class RecheckPlan:
         "_canonical",
         "_check",
         "_columns",
+        "_key_columns",
         "_key_getter",
         "_key_names",
         "_known",
@@ -116,6 +117,12 @@ class RecheckPlan:
         self._required = frozenset(f.name for f in fields if f.required)
         self._key_names = tuple(natural_key)
         self._key_getter = _tuple_getter(self._key_names)
+        # Per key field, what reads it for `accepts_all`: "" when an optional one is absent.
+        required = {f.name for f in fields if f.required}
+        self._key_columns = tuple(
+            itemgetter(name) if name in required else methodcaller("get", name, "")
+            for name in self._key_names
+        )
         self._normalisers = {f.name: f.normalise for f in fields}
         self._names = frozenset(self._normalisers)
         # Per field, what reads its value from a payload, in C: a required one must be there
@@ -176,7 +183,7 @@ class RecheckPlan:
                 if not values <= self._known[name] and not self._learn_column(name, values):
                     return False
             # The natural key joined from each payload (an absent field counts as "").
-            parts = [map(methodcaller("get", name, ""), payloads) for name in self._key_names]
+            parts = [map(getter, payloads) for getter in self._key_columns]
             if list(map("|".join, zip(*parts, strict=True))) != list(keys):
                 return False
             if self._memo_names:
