@@ -19,9 +19,10 @@ an error and the sender retries, which the watermarks make idempotent; `node.app
 child), and it is not used for in-memory databases (a second process cannot see them) or for
 anti-entropy repairs (those take `sync.ae_store`'s path in the node).
 
-Messages are tuples over `multiprocessing` queues: requests `("batch", job, now_ms, keep,
-header, signature, body, header_hash, held, rows, probes)` (held: `HeldChange`s; rows: tuples
-from `sync.store.batch_rows`; probes: `Change`s), `("end", job, subtree)`, `("abort", job)`,
+Messages are tuples over `multiprocessing` queues (requests pickled by the node itself,
+`ApplyWorker._put`): requests `("batch", job, now_ms, keep, header, signature, body,
+header_hash, held, rows, probes)` (held: `HeldChange`s; rows: tuples from
+`sync.store.batch_rows`; probes: `Change`s), `("end", job, subtree)`, `("abort", job)`,
 `("stop",)`; replies `("ready",)`, `("done", job, results, marks, seconds)` (seconds: the
 child's own time in the job's transaction, from its first write to its commit),
 `("error", job, message)`.
@@ -37,6 +38,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -214,7 +216,10 @@ class ApplyWorker:
         return ApplyJob(self, job, now_ms, keep)
 
     def _put(self, message: tuple[Any, ...]) -> None:
-        self._requests.put(message)
+        # Pickled here, so the queue's feeder thread only copies bytes: when it pickled the
+        # rows itself, it and the event loop took the GIL from each other at every batch
+        # (the node's own CPU per 100,000 records fell from 0.82 to 0.73-0.76 s).
+        self._requests.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _forget(self, job: int) -> None:
         with self._lock:
@@ -396,6 +401,8 @@ def serve(
                 owed = 0
             continue
         last = time.monotonic()
+        if type(msg) is bytes:  # what `ApplyWorker._put` sends
+            msg = pickle.loads(msg)
         kind = msg[0]
         if kind == "stop":
             if current is not None:
