@@ -75,15 +75,11 @@ def _builtin_plan(schema: RecordSchema) -> RecheckPlan:
 _BUILTIN_PLANS: dict[str, RecheckPlan] = {}
 
 
-class BuiltinValidator:
-    standards_id = BUILTIN_STANDARDS
+class _ProvenByPlans:
+    """The fast paths both validators offer, made with each one's `_plan(record_type)`."""
 
-    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, tuple[Issue, ...]]:
-        return validate_builtin(obj), ()
-
-    def natural_key(self, record_type: str) -> tuple[str, ...] | None:
-        schema = RECORD_TYPES.get(record_type)
-        return None if schema is None else schema.natural_key
+    def _plan(self, record_type: str) -> RecheckPlan | None:
+        raise NotImplementedError
 
     def accepts_normalised(
         self, record_type: str, key: str, deleted: bool, payload: Mapping[str, str]
@@ -103,8 +99,18 @@ class BuiltinValidator:
         plan = self._plan(record_type)
         return plan is not None and plan.accepts_all(keys, payloads)
 
-    @staticmethod
-    def _plan(record_type: str) -> RecheckPlan | None:
+
+class BuiltinValidator(_ProvenByPlans):
+    standards_id = BUILTIN_STANDARDS
+
+    def validate(self, obj: Mapping[str, Any]) -> tuple[ValidRecord, tuple[Issue, ...]]:
+        return validate_builtin(obj), ()
+
+    def natural_key(self, record_type: str) -> tuple[str, ...] | None:
+        schema = RECORD_TYPES.get(record_type)
+        return None if schema is None else schema.natural_key
+
+    def _plan(self, record_type: str) -> RecheckPlan | None:
         plan = _BUILTIN_PLANS.get(record_type)
         if plan is None:
             schema = RECORD_TYPES.get(record_type)
@@ -114,7 +120,7 @@ class BuiltinValidator:
         return plan
 
 
-class ReleaseValidator:
+class ReleaseValidator(_ProvenByPlans):
     def __init__(self, standards: EffectiveStandards) -> None:
         self.standards = standards
         self.standards_id = f"std-{standards.id}"
@@ -128,24 +134,6 @@ class ReleaseValidator:
     def natural_key(self, record_type: str) -> tuple[str, ...] | None:
         schema = self.standards.schemas.get(record_type)
         return None if schema is None else schema.natural_key
-
-    def accepts_normalised(
-        self, record_type: str, key: str, deleted: bool, payload: Mapping[str, str]
-    ) -> bool:
-        """True if `validate` would accept the record unchanged with natural key `key`; False
-        when not proven (then run `validate`)."""
-        if deleted:
-            return False
-        plan = self._plan(record_type)
-        return plan is not None and plan.accepts(key, payload)
-
-    def accepts_normalised_all(
-        self, record_type: str, keys: Sequence[str], payloads: Sequence[Mapping[str, str]]
-    ) -> bool:
-        """True if `accepts_normalised` would be True for every record of `record_type` (no
-        tombstones) keyed `keys` with `payloads`; False when not proven for all of them."""
-        plan = self._plan(record_type)
-        return plan is not None and plan.accepts_all(keys, payloads)
 
     def _plan(self, record_type: str) -> RecheckPlan | None:
         try:

@@ -8,12 +8,15 @@ doubled. A digest signature never passes as a signature over the bytes, nor the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
 
+from node.app import Node
 from security.keys import NodeKey
 from security.signing import (
     SignatureInvalid,
@@ -22,6 +25,8 @@ from security.signing import (
     verify_any,
     verify_digest_any,
 )
+from sync.errors import PeerRejected
+from sync.sender import UpstreamQueue
 from sync.wire import ACCEPTS_DIGEST, PURPOSE_PUSH, Code, PushReply, Sealed, WireError
 from tests.sync.helpers import valid_records
 from tests.sync.test_sender import BodyTransport, applied, batch_rows, limited_net, sample
@@ -34,9 +39,9 @@ def forms(bodies: list[bytes]) -> list[bool]:
     return [Sealed.from_bytes(body).digest for body in bodies]
 
 
-def received(province: object, city_id: str, signed: str) -> float:
+def received(province: Node, city_id: str, signed: str) -> float:
     return sample(
-        province,  # type: ignore[arg-type]
+        province,
         "lsnet_sync_sealed_received_total",
         child=city_id,
         purpose=PURPOSE_PUSH,
@@ -44,90 +49,89 @@ def received(province: object, city_id: str, signed: str) -> float:
     )
 
 
-async def send_all(queue: object, most: int = 20) -> None:
-    while await queue.transfer_once():  # type: ignore[attr-defined]
-        assert queue.transfers <= most, "the queue does not converge"  # type: ignore[attr-defined]
+async def send_all(queue: UpstreamQueue, most: int = 20) -> None:
+    while await queue.transfer_once():
+        assert queue.transfers <= most, "the queue does not converge"
 
 
-async def test_pushes_are_signed_over_their_digest_once_the_parent_accepts_it(
-    tmp_path: Path, database_for: Callable[[str], str]
-) -> None:
+@dataclass
+class Hop:
+    province: Node
+    city: Node
+    city_id: str
+    queue: UpstreamQueue
+    transport: BodyTransport
+
+
+@asynccontextmanager
+async def hop(
+    tmp_path: Path, database_for: Callable[[str], str], *, accepts_digest: bool = True
+) -> AsyncIterator[Hop]:
+    """A running province and a city whose queue the test drives, every push's bytes kept."""
     net, province_id, city_id = await limited_net(tmp_path, database_for, PER_BATCH, PER_TRANSFER)
     province = await net.start(province_id)
+    province.receiver.gate.accepts_digest = accepts_digest
     city = net.open(city_id)  # not started: the test drives its queue
     queue = city.upstream
     assert queue is not None
     transport = BodyTransport(queue.transport)
     queue.transport = transport
     try:
-        await city.ingest(valid_records(city_id, RECORDS, seed=11))
-        await send_all(queue)
-        pushes = RECORDS // (PER_BATCH * PER_TRANSFER)
-        assert forms(transport.bodies) == [False] + [True] * (pushes - 1)
-        assert received(province, city_id, "bytes") == 1
-        assert received(province, city_id, "sha256") == pushes - 1
-        assert await applied(province, city_id) == RECORDS
-        assert all(r.acked for r in await batch_rows(city))
+        yield Hop(province, city, city_id, queue, transport)
     finally:
         await city.stop()
         await net.stop_all()
+
+
+async def test_pushes_are_signed_over_their_digest_once_the_parent_accepts_it(
+    tmp_path: Path, database_for: Callable[[str], str]
+) -> None:
+    async with hop(tmp_path, database_for) as h:
+        await h.city.ingest(valid_records(h.city_id, RECORDS, seed=11))
+        await send_all(h.queue)
+        pushes = RECORDS // (PER_BATCH * PER_TRANSFER)
+        assert forms(h.transport.bodies) == [False] + [True] * (pushes - 1)
+        assert received(h.province, h.city_id, "bytes") == 1
+        assert received(h.province, h.city_id, "sha256") == pushes - 1
+        assert await applied(h.province, h.city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(h.city))
 
 
 async def test_a_parent_that_does_not_accept_digests_gets_signatures_over_the_bytes(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
-    net, province_id, city_id = await limited_net(tmp_path, database_for, PER_BATCH, PER_TRANSFER)
-    province = await net.start(province_id)
-    province.receiver.gate.accepts_digest = False  # as a node of protocol 1 only
-    city = net.open(city_id)
-    queue = city.upstream
-    assert queue is not None
-    transport = BodyTransport(queue.transport)
-    queue.transport = transport
-    try:
-        await city.ingest(valid_records(city_id, RECORDS, seed=12))
-        await send_all(queue)
-        assert forms(transport.bodies) == [False] * len(transport.bodies)
-        assert received(province, city_id, "sha256") == 0
-        assert await applied(province, city_id) == RECORDS
-    finally:
-        await city.stop()
-        await net.stop_all()
+    async with hop(tmp_path, database_for, accepts_digest=False) as h:  # as protocol 1 only
+        await h.city.ingest(valid_records(h.city_id, RECORDS, seed=12))
+        await send_all(h.queue)
+        assert forms(h.transport.bodies) == [False] * len(h.transport.bodies)
+        assert received(h.province, h.city_id, "sha256") == 0
+        assert await applied(h.province, h.city_id) == RECORDS
 
 
 async def test_a_parent_that_stops_accepting_digests_costs_one_refused_push(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
-    net, province_id, city_id = await limited_net(tmp_path, database_for, PER_BATCH, PER_TRANSFER)
-    province = await net.start(province_id)
-    city = net.open(city_id)
-    queue = city.upstream
-    assert queue is not None
-    transport = BodyTransport(queue.transport)
-    queue.transport = transport
-    try:
-        await city.ingest(valid_records(city_id, RECORDS, seed=13))
-        assert await queue.transfer_once() is True  # signed over the bytes; the reply says more
-        assert await queue.transfer_once() is True
-        assert forms(transport.bodies) == [False, True]
+    async with hop(tmp_path, database_for) as h:
+        await h.city.ingest(valid_records(h.city_id, RECORDS, seed=13))
+        assert await h.queue.transfer_once() is True  # over the bytes; the reply says more
+        assert await h.queue.transfer_once() is True
+        assert forms(h.transport.bodies) == [False, True]
         # The province is replaced by a node that verifies signatures over the bytes only.
-        province.receiver.gate.accepts_digest = False
-        refused_before = sample(province, "lsnet_sync_rejected_total", reason="bad_signature")
-        with pytest.raises(Exception):  # noqa: B017 - the refusal, whatever the queue makes of it
-            await queue.transfer_once()
-        assert forms(transport.bodies)[2] is True
-        after = sample(province, "lsnet_sync_rejected_total", reason="bad_signature")
+        h.province.receiver.gate.accepts_digest = False
+        refused_before = sample(h.province, "lsnet_sync_rejected_total", reason="bad_signature")
+        with pytest.raises(PeerRejected) as refused:
+            await h.queue.transfer_once()
+        assert refused.value.code == Code.BAD_SIGNATURE.value
+        assert forms(h.transport.bodies)[2] is True
+        after = sample(h.province, "lsnet_sync_rejected_total", reason="bad_signature")
         assert after == refused_before + 1
-        await send_all(queue)
+        await send_all(h.queue)
         # After the refusal every push is signed over the bytes, and everything arrives once.
-        assert set(forms(transport.bodies)[3:]) == {False}
-        assert await applied(province, city_id) == RECORDS
-        assert all(r.acked for r in await batch_rows(city))
-        own = (await city.store.origin_digests())[city_id]
-        assert (await province.store.origin_digests())[city_id] == own
-    finally:
-        await city.stop()
-        await net.stop_all()
+        assert set(forms(h.transport.bodies)[3:]) == {False}
+        assert await applied(h.province, h.city_id) == RECORDS
+        assert all(r.acked for r in await batch_rows(h.city))
+        own = (await h.city.store.origin_digests())[h.city_id]
+        assert (await h.province.store.origin_digests())[h.city_id] == own
 
 
 # -- the wire and the signatures -------------------------------------------------------------------
