@@ -50,6 +50,9 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+#: `gc.set_threshold` of a running node's first generation (Python's default is 700).
+GC_YOUNG_THRESHOLD = 20_000
+
 
 class CliFailure(click.ClickException):
     """A failure explained in one line; exit code 2."""
@@ -334,6 +337,11 @@ def node_run(config_path: Path, log_level: str) -> None:
         # many short-lived objects of each received batch no longer walk it (issue 8: it saves
         # two thirds of a receiving node's collection time, ~5 % of its CPU during a catch-up).
         gc.freeze()
+        # Collect the young generation every 20,000 new objects instead of 700: a received
+        # batch makes thousands (changes, payloads, rows) that live until it is handed over,
+        # and were scanned, promoted and scanned again on the way (a 100,000-record hop: 262
+        # young collections taking 33-38 ms of the verifying process, now 2 taking 7 ms).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await stop.wait()
         logging.getLogger("lsnet.node").info("stopping")
         await node.stop()
