@@ -33,7 +33,7 @@ GIL; racing threads at worst learn a value twice or start a set over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import filterfalse
 from operator import itemgetter, methodcaller
@@ -97,6 +97,7 @@ class RecheckPlan:
         "_known",
         "_memo",
         "_memo_check",
+        "_memo_columns",
         "_memo_getter",
         "_memo_names",
         "_names",
@@ -118,9 +119,8 @@ class RecheckPlan:
         self._key_names = tuple(natural_key)
         self._key_getter = _tuple_getter(self._key_names)
         # Per key field, what reads it for `accepts_all`: "" when an optional one is absent.
-        required = {f.name for f in fields if f.required}
         self._key_columns = tuple(
-            itemgetter(name) if name in required else methodcaller("get", name, "")
+            itemgetter(name) if name in self._required else methodcaller("get", name, "")
             for name in self._key_names
         )
         self._normalisers = {f.name: f.normalise for f in fields}
@@ -136,6 +136,8 @@ class RecheckPlan:
         self._pairs: set[tuple[str, str]] = set()
         self._memo_names = tuple(memo_names) if memo_check is not None else ()
         self._memo_getter = _tuple_getter(self._memo_names) if self._memo_names else None
+        # ... and for `accepts_all`, one reader per memo field (absent as None, as above)
+        self._memo_columns = tuple(methodcaller("get", name) for name in self._memo_names)
         self._memo_check = memo_check
         self._memo: set[tuple[str | None, ...]] = set()
         self._check = record_check
@@ -190,8 +192,7 @@ class RecheckPlan:
                 assert self._memo_check is not None
                 # Each combination of the memo fields' values (absent ones as None, as in
                 # `accepts`) with one payload that has it: the check depends on nothing else.
-                getters = [methodcaller("get", name) for name in self._memo_names]
-                seen_all = zip(*[map(g, payloads) for g in getters], strict=True)
+                seen_all = zip(*[map(g, payloads) for g in self._memo_columns], strict=True)
                 combos = dict(zip(seen_all, payloads, strict=True))
                 for seen in combos.keys() - self._memo:
                     if not self._memo_check(combos[seen]):
@@ -211,19 +212,10 @@ class RecheckPlan:
         if not _ONLY_STR.issuperset(map(type, unseen)):
             return False
         new = cast(set[str], unseen)
-        canonical = self._canonical.get(name)
-        unproven = new if canonical is None else filterfalse(canonical, new)
-        normalise = self._normalisers[name]
-        try:
-            for value in unproven:
-                if normalise(value) != value:  # None (blank) or not in normalised form
-                    return False
-        except Exception:  # refused (or worse): the full validator says how
+        if not self._proven(name, new):
             return False
         if len(known) + len(new) > KNOWN_PER_FIELD:
-            for each in self._known.values():  # start the whole plan over, as `_learn` does
-                each.clear()
-            self._pairs = set()
+            self._start_over()
             if len(new) > KNOWN_PER_FIELD:
                 return True  # proven, but more than a field keeps
         # Only `known`: `accepts` learns its pairs again should it meet these values.
@@ -242,25 +234,34 @@ class RecheckPlan:
 
     def _learn(self, name: str, value: object) -> bool:
         """Put an unseen value through its field's normaliser; keep it if it comes out as is."""
-        if type(value) is not str:
+        if type(value) is not str or not self._proven(name, (value,)):
             return False
-        canonical = self._canonical.get(name)
-        if canonical is None or not canonical(value):
-            try:
-                normalised = self._normalisers[name](value)
-            except Exception:  # refused (or worse): the full validator says how
-                return False
-            if normalised != value:  # None (blank) or not in normalised form
-                return False
         known = self._known[name]
         if len(known) >= KNOWN_PER_FIELD:
-            # Start the whole plan over. Dropping only this field's pairs meant rebuilding the
-            # shared set (~13 % of re-checking in a 100,000-record hop, where ids, amounts and
-            # dates fill their sets again and again); re-learning the few values of the other
-            # fields costs a cached normaliser call each.
-            for values in self._known.values():
-                values.clear()
-            self._pairs = set()
+            self._start_over()
         known.add(value)
         self._pairs.add((name, value))
         return True
+
+    def _proven(self, name: str, values: Iterable[str]) -> bool:
+        """Whether every one of `values` is accepted by field `name` exactly as it is: by its
+        canonical proof when that says so, else by its normaliser."""
+        canonical = self._canonical.get(name)
+        unproven = values if canonical is None else filterfalse(canonical, values)
+        normalise = self._normalisers[name]
+        try:
+            for value in unproven:
+                if normalise(value) != value:  # None (blank) or not in normalised form
+                    return False
+        except Exception:  # refused (or worse): the full validator says how
+            return False
+        return True
+
+    def _start_over(self) -> None:
+        """Forget every learnt value of every field. Dropping only a full field's values meant
+        rebuilding the shared pair set (~13 % of re-checking in a 100,000-record hop, where
+        ids, amounts and dates fill their sets again and again); re-learning the few values of
+        the other fields costs a cached normaliser call each."""
+        for values in self._known.values():
+            values.clear()
+        self._pairs = set()
