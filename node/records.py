@@ -361,12 +361,20 @@ def _check_year(year: int) -> None:
         raise _Reject(f"year must be between {_YEARS[0]} and {_YEARS[1]}")
 
 
+def _iso_date(text: str) -> dt.date | None:
+    """The day `text` names if it is written exactly YYYY-MM-DD (the common case at a
+    receiver), else None."""
+    if len(text) != 10 or text[4] != "-" or text[7] != "-":
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def _norm_date(value: object) -> str:
-    if type(value) is str and len(value) == 10 and value[4] == "-" and value[7] == "-":
-        try:  # the common case at a receiver: already YYYY-MM-DD
-            day = dt.date.fromisoformat(value)
-        except ValueError:
-            day = None
+    if type(value) is str:
+        day = _iso_date(value)
         if day is not None:
             _check_year(day.year)
             return value
@@ -411,12 +419,8 @@ def _checked_person_id(number: str) -> str:
         raise _Reject("must be 17 digits followed by a digit or X")
     if number[17] != ric.calc_check_digit(number):
         raise _Reject("check digit does not match; the number was probably mistyped")
-    try:
-        # `ric.get_birth_date` without its clean-up pass (the number is 18 plain characters
-        # here, so it would change nothing): a receiver checks every new id (issue 8).
-        dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-    except ValueError:
-        raise _Reject("digits 7-14 must be a real birth date (YYYYMMDD)") from None
+    if not _birth_date_ok(number):
+        raise _Reject("digits 7-14 must be a real birth date (YYYYMMDD)")
     # The address code (digits 1-6) is deliberately not looked up: stdnum lacks codes created
     # since 2021 (e.g. 330113), and an unknown birthplace is a warning, not a rejection.
     return number
@@ -425,16 +429,24 @@ def _checked_person_id(number: str) -> str:
 _PERSON_ID_ASCII = re.compile(r"[0-9]{17}[0-9X]")
 
 
-def _canonical_person_id(v: str) -> bool:
-    """`_checked_person_id(v) == v` for a value already in canonical form (18 ASCII characters,
-    so `_text` and `upper` change nothing), without its cache and its messages."""
-    if _PERSON_ID_ASCII.fullmatch(v) is None or v[17] != ric.calc_check_digit(v):
-        return False
+def _birth_date_ok(number: str) -> bool:
+    """Digits 7-14 of an 18-character id are a real date: `ric.get_birth_date` without its
+    clean-up pass (it would change nothing here), as a receiver checks every new id (issue 8)."""
     try:
-        dt.date(int(v[6:10]), int(v[10:12]), int(v[12:14]))
+        dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:
         return False
     return True
+
+
+def _canonical_person_id(v: str) -> bool:
+    """`_checked_person_id(v) == v` for a value already in canonical form (18 ASCII characters,
+    so `_text` and `upper` change nothing), without its cache and its messages."""
+    return (
+        _PERSON_ID_ASCII.fullmatch(v) is not None
+        and v[17] == ric.calc_check_digit(v)
+        and _birth_date_ok(v)
+    )
 
 
 def _norm_uscc(value: object) -> str:
@@ -531,12 +543,8 @@ def canonical_check(spec: FieldSpec) -> Callable[[str], object] | None:
         first, last = _YEARS
 
         def date(v: str) -> bool:  # `_norm_date`'s own fast path
-            if len(v) != 10 or v[4] != "-" or v[7] != "-":
-                return False
-            try:
-                return first <= dt.date.fromisoformat(v).year <= last
-            except ValueError:
-                return False
+            day = _iso_date(v)
+            return day is not None and first <= day.year <= last
 
         return date
     if spec.kind == "person_id":
