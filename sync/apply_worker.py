@@ -185,7 +185,7 @@ class ApplyWorker:
         alive = self._process.is_alive()
         if alive:
             with contextlib.suppress(Exception):
-                self._requests.put(("stop",))
+                self._put(("stop",))
         self._process.join(timeout_s)
         if self._process.is_alive():
             self._kill()
@@ -401,8 +401,7 @@ def serve(
                 owed = 0
             continue
         last = time.monotonic()
-        if type(msg) is bytes:  # what `ApplyWorker._put` sends
-            msg = pickle.loads(msg)
+        msg = pickle.loads(msg)  # `ApplyWorker._put` pickles every request
         kind = msg[0]
         if kind == "stop":
             if current is not None:
