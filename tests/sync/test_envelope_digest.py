@@ -8,9 +8,8 @@ doubled. A digest signature never passes as a signature over the bytes, nor the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,18 @@ from security.signing import (
     verify_digest_any,
 )
 from sync.errors import PeerRejected
-from sync.sender import UpstreamQueue
 from sync.wire import ACCEPTS_DIGEST, PURPOSE_PUSH, Code, PushReply, Sealed, WireError
 from tests.sync.helpers import valid_records
-from tests.sync.test_sender import BodyTransport, applied, batch_rows, limited_net, sample
-
-PER_BATCH, PER_TRANSFER, RECORDS = 10, 2, 100
+from tests.sync.test_push_window import (
+    PER_BATCH,
+    PER_TRANSFER,
+    RECORDS,
+    GatedTransport,
+    Window,
+    drain,
+    window,
+)
+from tests.sync.test_sender import applied, batch_rows, sample
 
 
 def forms(bodies: list[bytes]) -> list[bool]:
@@ -49,38 +54,10 @@ def received(province: Node, city_id: str, signed: str) -> float:
     )
 
 
-async def send_all(queue: UpstreamQueue, most: int = 20) -> None:
-    while await queue.transfer_once():
-        assert queue.transfers <= most, "the queue does not converge"
-
-
-@dataclass
-class Hop:
-    province: Node
-    city: Node
-    city_id: str
-    queue: UpstreamQueue
-    transport: BodyTransport
-
-
-@asynccontextmanager
-async def hop(
-    tmp_path: Path, database_for: Callable[[str], str], *, accepts_digest: bool = True
-) -> AsyncIterator[Hop]:
-    """A running province and a city whose queue the test drives, every push's bytes kept."""
-    net, province_id, city_id = await limited_net(tmp_path, database_for, PER_BATCH, PER_TRANSFER)
-    province = await net.start(province_id)
-    province.receiver.gate.accepts_digest = accepts_digest
-    city = net.open(city_id)  # not started: the test drives its queue
-    queue = city.upstream
-    assert queue is not None
-    transport = BodyTransport(queue.transport)
-    queue.transport = transport
-    try:
-        yield Hop(province, city, city_id, queue, transport)
-    finally:
-        await city.stop()
-        await net.stop_all()
+def hop(tmp_path: Path, database_for: Callable[[str], str]) -> AbstractAsyncContextManager[Window]:
+    """A running province and a city whose queue the test drives, one push at a time, every
+    push's bytes kept."""
+    return window(tmp_path, database_for, GatedTransport, in_flight=1)
 
 
 async def test_pushes_are_signed_over_their_digest_once_the_parent_accepts_it(
@@ -88,7 +65,7 @@ async def test_pushes_are_signed_over_their_digest_once_the_parent_accepts_it(
 ) -> None:
     async with hop(tmp_path, database_for) as h:
         await h.city.ingest(valid_records(h.city_id, RECORDS, seed=11))
-        await send_all(h.queue)
+        await drain(h.queue)
         pushes = RECORDS // (PER_BATCH * PER_TRANSFER)
         assert forms(h.transport.bodies) == [False] + [True] * (pushes - 1)
         assert received(h.province, h.city_id, "bytes") == 1
@@ -100,9 +77,10 @@ async def test_pushes_are_signed_over_their_digest_once_the_parent_accepts_it(
 async def test_a_parent_that_does_not_accept_digests_gets_signatures_over_the_bytes(
     tmp_path: Path, database_for: Callable[[str], str]
 ) -> None:
-    async with hop(tmp_path, database_for, accepts_digest=False) as h:  # as protocol 1 only
+    async with hop(tmp_path, database_for) as h:
+        h.province.receiver.gate.accepts_digest = False  # as a node of protocol 1 only
         await h.city.ingest(valid_records(h.city_id, RECORDS, seed=12))
-        await send_all(h.queue)
+        await drain(h.queue)
         assert forms(h.transport.bodies) == [False] * len(h.transport.bodies)
         assert received(h.province, h.city_id, "sha256") == 0
         assert await applied(h.province, h.city_id) == RECORDS
@@ -125,7 +103,7 @@ async def test_a_parent_that_stops_accepting_digests_costs_one_refused_push(
         assert forms(h.transport.bodies)[2] is True
         after = sample(h.province, "lsnet_sync_rejected_total", reason="bad_signature")
         assert after == refused_before + 1
-        await send_all(h.queue)
+        await drain(h.queue)
         # After the refusal every push is signed over the bytes, and everything arrives once.
         assert set(forms(h.transport.bodies)[3:]) == {False}
         assert await applied(h.province, h.city_id) == RECORDS

@@ -79,7 +79,8 @@ def sent_seqs(bodies: Sequence[bytes]) -> list[int]:
 @dataclass
 class Window:
     """A running province and a city (not started: the test drives its queue by hand) with two
-    pushes in flight, small batches and transfers, and the test's transport on the queue."""
+    pushes in flight (unless `window` is told otherwise), small batches and transfers, and the
+    test's transport on the queue."""
 
     province: Node
     city: Node
