@@ -181,9 +181,7 @@ def one_hop(
 def _hop_figure(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]], n: int) -> Figure:
     """The figure of the run (with its own ceiling) whose ratio is the median of `runs`."""
     ratios = [run["records_per_s"] / ceil["records_per_s"] for run, ceil in runs]
-    run, ceil = sorted(runs, key=lambda rc: rc[0]["records_per_s"] / rc[1]["records_per_s"])[
-        (len(runs) - 1) // 2
-    ]
+    run, ceil = runs[sorted(range(len(runs)), key=ratios.__getitem__)[(len(runs) - 1) // 2]]
     detail: dict[str, Any] = {"records": n, "run": run, "ceiling": ceil}
     if len(runs) > 1:
         detail["ratios_of_all_runs"] = ratios
