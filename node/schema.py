@@ -35,22 +35,29 @@ node_meta = Table(
     Column("chain_head", LargeBinary(32), nullable=False),
 )
 
+
+def _identifier(length: int) -> String:
+    """Codes, node ids and keys: compared bytewise ("C" collation) on PostgreSQL, as SQLite does
+    (migration 0013), whatever the database's locale."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 records = Table(
     "records",
     metadata,
-    Column("record_type", String(64), primary_key=True),
-    Column("owner", String(64), primary_key=True),
-    Column("key", String(512), primary_key=True),
+    Column("record_type", _identifier(64), primary_key=True),
+    Column("owner", _identifier(64), primary_key=True),
+    Column("key", _identifier(512), primary_key=True),
     Column("version", BigInteger, nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("payload", Text, nullable=False),
     Column("standards", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Column("epoch", String(64), nullable=False),
+    Column("epoch", _identifier(64), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
 )
-Index("ix_records_owner", records.c.owner, records.c.record_type)
+# By owner: ix_records_origin_seq (owner first); by type and owner: the primary key (0013).
 # Records kept `local` (seq 0): found quickly when a release makes their type replicate (0009).
 Index(
     "ix_records_kept",
