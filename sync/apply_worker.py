@@ -8,7 +8,7 @@ because the sqlite3 module takes the GIL back after every row it writes and so w
 verifying thread at every row. Here a child process owns a second connection to the same
 database: the receiver hands it each batch as soon as that batch is verified, together with the
 batch's record rows (JSON text and content hashes, `sync.store.batch_rows`), and the child
-writes them with the unchanged `sync.store.apply_batch_txn`, all batches of a push in one
+writes them with `sync.store.PushApply` (as the node itself would), all batches of a push in one
 transaction, committed when the receiver says the push is complete. A batch that fails
 verification aborts the job and the child rolls back: nothing of that push is written, exactly as
 before. The answer to the sender is sent only after the child's commit.
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.errors import ApplyFailed
-from sync.store import batch_rows
+from sync.store import PushApply, batch_rows
 from sync.verify import VerifiedBatch
 from sync.wire import BatchResult, Watermark
 
@@ -354,7 +354,7 @@ def serve(
         from sqlalchemy import event
 
         from node.db import _make_engine, is_sqlite
-        from sync.store import BatchRows, apply_batch_txn, watermarks_for_txn
+        from sync.store import BatchRows, watermarks_for_txn
         from sync.wire import BatchHeader, SignedBatch
 
         engine = _make_engine(url, immediate=True)
@@ -422,7 +422,7 @@ def serve(
                 signed = SignedBatch(header, signature, body)
                 vb = VerifiedBatch(signed, BatchHeader.from_bytes(header), hh, [], held)
                 made = BatchRows(rows, probes)
-                job.results.append(apply_batch_txn(job.open(), vb, now_ms, keep, made))
+                job.results.append(job.push(now_ms, keep).add(vb, made))
                 job.rows += len(rows)
             except Exception as exc:  # the job fails; the node answers an error
                 job.failed = f"{type(exc).__name__}: {exc}"
@@ -435,6 +435,8 @@ def serve(
             try:
                 if job.failed:
                     raise ApplyFailed(job.failed)
+                if job.applier is not None:
+                    job.applier.finish()
                 marks = watermarks_for_txn(job.open(), subtree)
                 seconds = job.commit()
                 replies.put(("done", number, job.results, marks, seconds))
@@ -460,6 +462,13 @@ class _ChildJob:
         self._conn: Any = None
         self._txn: Any = None
         self._began = 0.0
+        self.applier: PushApply | None = None  # made at the job's first batch
+
+    def push(self, now_ms: int, keep: bool) -> PushApply:
+        """The job's `PushApply` (one per job: its bookkeeping is written at its end)."""
+        if self.applier is None:
+            self.applier = PushApply(self.open(), now_ms, keep)
+        return self.applier
 
     def open(self) -> Any:
         """The job's connection, in its transaction."""
@@ -473,7 +482,7 @@ class _ChildJob:
         """Commit; the seconds from the first write to the commit."""
         self._txn.commit()
         self._conn.close()
-        self._conn = self._txn = None
+        self._conn = self._txn = self.applier = None
         return time.perf_counter() - self._began
 
     def rollback(self) -> None:
@@ -482,4 +491,4 @@ class _ChildJob:
                 self._txn.rollback()
             with contextlib.suppress(Exception):
                 self._conn.close()
-        self._conn = self._txn = None
+        self._conn = self._txn = self.applier = None

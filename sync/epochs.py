@@ -39,13 +39,18 @@ def epoch_standing(conn: Connection, origin: str, epoch: str) -> str:
 
 
 def upsert_for_epoch(
-    conn: Connection, origin: str, epoch: str, rows: Sequence[tuple[Any, ...]]
+    conn: Connection,
+    origin: str,
+    epoch: str,
+    rows: Sequence[tuple[Any, ...]],
+    standing: str | None = None,
 ) -> None:
     """Upsert one batch's record rows (tuples in `node.store.RECORD_COLUMNS` order) under the
-    epoch rule above."""
+    epoch rule above; `standing` is `epoch_standing` when the caller knows it already."""
     if not rows:
         return
-    standing = epoch_standing(conn, origin, epoch)
+    if standing is None:
+        standing = epoch_standing(conn, origin, epoch)
     if standing == "only":
         upsert_record_tuples(conn, rows)
         return

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, exists, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, select, update
 from sqlalchemy.orm import aliased
 
 from network_mgmt.probe import is_probe, note_probes_txn
@@ -31,7 +31,7 @@ from node.schema import (
 from node.store import insert_for, read_meta_txn, record_row
 from security.keys import NodeKey
 from security.signing import sign
-from sync.epochs import upsert_for_epoch
+from sync.epochs import epoch_standing, upsert_for_epoch
 from sync.held import hold_txn
 from sync.verify import Order, VerifiedBatch, decide_order
 from sync.wire import (
@@ -84,24 +84,38 @@ def _store_batch(
     """Keep a signed batch exactly as made: for sending upward, relaying and proving provenance."""
     conn.execute(
         batches.insert().values(
-            origin=header.origin,
-            epoch=header.epoch,
-            first_seq=header.first_seq,
-            last_seq=header.last_seq,
-            header=signed.header_bytes,
-            signature=signed.signature,
-            body=signed.body,
-            header_hash=hh,
-            size=signed.size,
-            created_ms=header.created_ms,
-            stored_ms=now_ms,
-            source=source,
-            acked=acked,
-            quarantined=False,
-            quarantine_code="",
-            quarantine_reason="",
+            **_batch_values(header, signed, hh, source=source, acked=acked, now_ms=now_ms)
         )
     )
+
+
+def _batch_values(
+    header: BatchHeader,
+    signed: SignedBatch,
+    hh: bytes,
+    *,
+    source: str,
+    acked: bool,
+    now_ms: int,
+) -> dict[str, Any]:
+    return {
+        "origin": header.origin,
+        "epoch": header.epoch,
+        "first_seq": header.first_seq,
+        "last_seq": header.last_seq,
+        "header": signed.header_bytes,
+        "signature": signed.signature,
+        "body": signed.body,
+        "header_hash": hh,
+        "size": signed.size,
+        "created_ms": header.created_ms,
+        "stored_ms": now_ms,
+        "source": source,
+        "acked": acked,
+        "quarantined": False,
+        "quarantine_code": "",
+        "quarantine_reason": "",
+    }
 
 
 # -- sending side ----------------------------------------------------------------------------------
@@ -378,17 +392,19 @@ def _watermark_row(conn: Connection, origin: str, epoch: str) -> tuple[int, byte
 
 def log_apply(conn: Connection, h: BatchHeader, hh: bytes, kind: str, now_ms: int) -> None:
     """Append to the apply log (append-only; makes a double apply observable)."""
-    conn.execute(
-        apply_log.insert().values(
-            origin=h.origin,
-            epoch=h.epoch,
-            first_seq=h.first_seq,
-            last_seq=h.last_seq,
-            header_hash=hh,
-            kind=kind,
-            applied_ms=now_ms,
-        )
-    )
+    conn.execute(apply_log.insert().values(**_log_values(h, hh, kind, now_ms)))
+
+
+def _log_values(h: BatchHeader, hh: bytes, kind: str, now_ms: int) -> dict[str, Any]:
+    return {
+        "origin": h.origin,
+        "epoch": h.epoch,
+        "first_seq": h.first_seq,
+        "last_seq": h.last_seq,
+        "header_hash": hh,
+        "kind": kind,
+        "applied_ms": now_ms,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +430,135 @@ def batch_rows(vb: VerifiedBatch, now_ms: int) -> BatchRows:
     return BatchRows(rows, probes)
 
 
+class PushApply:
+    """The verified batches of one push applied in the caller's transaction, in order.
+
+    Each batch is judged against the watermark its predecessors left. The watermark of an
+    (origin, epoch) is read once per push (locked on PostgreSQL, `_watermark_row`; SQLite writers
+    hold the database lock) and then followed here, as is the epoch rule's standing. A batch's
+    records are written when it is added; the bookkeeping of every applied batch — the signed
+    bytes, the apply log, the watermark advance — is written by `finish`, one statement per
+    table instead of one per batch and table. The first watermark of a new (origin, epoch) is
+    written at once, because it changes the standing of the origin's other epochs.
+
+    A refused batch applies nothing and does not stop the others. Nothing is durable before the
+    caller commits, so `finish` must run before the commit, and a failure anywhere leaves the
+    whole transaction to roll back.
+    """
+
+    def __init__(self, conn: Connection, now_ms: int, keep_for_relay: bool) -> None:
+        self.conn = conn
+        self.now_ms = now_ms
+        self.keep_for_relay = keep_for_relay
+        # (origin, epoch) -> [seq, last hash, advanced since read]
+        self._marks: dict[tuple[str, str], list[Any]] = {}
+        self._standing: dict[tuple[str, str], str] = {}
+        self._stored: list[dict[str, Any]] = []
+        self._logged: list[dict[str, Any]] = []
+
+    def add(self, vb: VerifiedBatch, made: BatchRows | None = None) -> BatchResult:
+        """Apply one verified batch; `made` is `batch_rows(vb, now_ms)` when the caller made it
+        already (then `vb.changes` is not read)."""
+        conn, h, now_ms = self.conn, vb.header, self.now_ms
+        mark = self._marks.get((h.origin, h.epoch))
+        if mark is None:
+            current = _watermark_row(conn, h.origin, h.epoch)
+            if current is not None:
+                mark = self._marks[(h.origin, h.epoch)] = [*current, False]
+        wm_seq, wm_hash = (mark[0], mark[1]) if mark is not None else (0, ZERO_HASH)
+        order = decide_order(h, wm_seq, wm_hash)
+
+        def result(
+            status: BatchStatus, code: str = "", message: str = "", need: int = 0
+        ) -> BatchResult:
+            return BatchResult(
+                h.origin, h.epoch, h.first_seq, h.last_seq, status, code, message, need
+            )
+
+        if order is Order.DUPLICATE:
+            return result(BatchStatus.DUPLICATE)
+        if order is Order.GAP:
+            return result(
+                BatchStatus.GAP, Code.BAD_RANGE.value, "gap before this batch", wm_seq + 1
+            )
+        if order is Order.OVERLAP:
+            return result(
+                BatchStatus.REJECTED,
+                Code.BAD_RANGE.value,
+                f"batch [{h.first_seq}, {h.last_seq}] overlaps the applied prefix ending at "
+                f"{wm_seq}",
+                wm_seq + 1,
+            )
+        if order is Order.CHAIN_BROKEN:
+            return result(
+                BatchStatus.REJECTED,
+                Code.CHAIN_BROKEN.value,
+                f"batch [{h.first_seq}, {h.last_seq}] of {h.origin} does not chain to the batch "
+                f"applied before it",
+            )
+        if made is None:
+            made = batch_rows(vb, now_ms)
+        standing = self._standing.get((h.origin, h.epoch))
+        if standing is None:
+            standing = epoch_standing(conn, h.origin, h.epoch)
+            self._standing[(h.origin, h.epoch)] = standing
+        if mark is None:  # the first batch of this (origin, epoch) anywhere: its watermark now
+            conn.execute(
+                watermarks.insert().values(
+                    origin=h.origin,
+                    epoch=h.epoch,
+                    seq=h.last_seq,
+                    last_hash=vb.header_hash,
+                    first_seen_ms=now_ms,
+                    updated_ms=now_ms,
+                )
+            )
+            self._marks[(h.origin, h.epoch)] = [h.last_seq, vb.header_hash, False]
+            for known in [k for k in self._standing if k[0] == h.origin]:
+                del self._standing[known]  # a new epoch changes the standing of the others
+        else:
+            mark[:] = [h.last_seq, vb.header_hash, True]
+        # a re-installed origin's new epoch wins (sync.epochs)
+        upsert_for_epoch(conn, h.origin, h.epoch, made.rows, standing)
+        note_probes_txn(conn, h.origin, made.probes, now_ms)  # end-to-end lag probes: not records
+        hold_txn(conn, h, vb.held, now_ms)  # poison records held aside by policy (sync.held)
+        self._stored.append(
+            _batch_values(
+                h,
+                vb.signed,
+                vb.header_hash,
+                source="relay",
+                acked=not self.keep_for_relay,
+                now_ms=now_ms,
+            )
+        )
+        self._logged.append(_log_values(h, vb.header_hash, "push", now_ms))
+        return result(BatchStatus.APPLIED)
+
+    def finish(self) -> None:
+        """Write the bookkeeping of the batches applied so far (before the caller commits)."""
+        conn = self.conn
+        if self._stored:
+            conn.execute(batches.insert(), self._stored)
+            conn.execute(apply_log.insert(), self._logged)
+        advanced = [
+            {"o": origin, "e": epoch, "s": m[0], "h": m[1], "t": self.now_ms}
+            for (origin, epoch), m in self._marks.items()
+            if m[2]
+        ]
+        if advanced:
+            w = watermarks.c
+            conn.execute(
+                update(watermarks)
+                .where(w.origin == bindparam("o"), w.epoch == bindparam("e"))
+                .values(seq=bindparam("s"), last_hash=bindparam("h"), updated_ms=bindparam("t")),
+                advanced,
+            )
+        self._stored, self._logged = [], []
+        for m in self._marks.values():
+            m[2] = False
+
+
 def apply_batch_txn(
     conn: Connection,
     vb: VerifiedBatch,
@@ -422,64 +567,11 @@ def apply_batch_txn(
     made: BatchRows | None = None,
 ) -> BatchResult:
     """Apply one verified batch: version-guarded upserts, the signed bytes, the watermark — all in
-    this one transaction, or nothing. `made` is `batch_rows(vb, now_ms)` when the caller made
-    it already (then `vb.changes` is not read)."""
-    h = vb.header
-    current = _watermark_row(conn, h.origin, h.epoch)
-    wm_seq, wm_hash = current if current is not None else (0, ZERO_HASH)
-    order = decide_order(h, wm_seq, wm_hash)
-
-    def result(
-        status: BatchStatus, code: str = "", message: str = "", need: int = 0
-    ) -> BatchResult:
-        return BatchResult(h.origin, h.epoch, h.first_seq, h.last_seq, status, code, message, need)
-
-    if order is Order.DUPLICATE:
-        return result(BatchStatus.DUPLICATE)
-    if order is Order.GAP:
-        return result(BatchStatus.GAP, Code.BAD_RANGE.value, "gap before this batch", wm_seq + 1)
-    if order is Order.OVERLAP:
-        return result(
-            BatchStatus.REJECTED,
-            Code.BAD_RANGE.value,
-            f"batch [{h.first_seq}, {h.last_seq}] overlaps the applied prefix ending at {wm_seq}",
-            wm_seq + 1,
-        )
-    if order is Order.CHAIN_BROKEN:
-        return result(
-            BatchStatus.REJECTED,
-            Code.CHAIN_BROKEN.value,
-            f"batch [{h.first_seq}, {h.last_seq}] of {h.origin} does not chain to the batch "
-            f"applied before it",
-        )
-    if made is None:
-        made = batch_rows(vb, now_ms)
-    rows, probes = made.rows, made.probes
-    upsert_for_epoch(conn, h.origin, h.epoch, rows)  # a re-installed origin's new epoch wins
-    note_probes_txn(conn, h.origin, probes, now_ms)  # end-to-end lag probes: not records
-    _store_batch(
-        conn, h, vb.signed, vb.header_hash, source="relay", acked=not keep_for_relay, now_ms=now_ms
-    )
-    log_apply(conn, h, vb.header_hash, "push", now_ms)
-    hold_txn(conn, h, vb.held, now_ms)  # poison records held aside by policy (sync.held)
-    if current is None:
-        conn.execute(
-            watermarks.insert().values(
-                origin=h.origin,
-                epoch=h.epoch,
-                seq=h.last_seq,
-                last_hash=vb.header_hash,
-                first_seen_ms=now_ms,
-                updated_ms=now_ms,
-            )
-        )
-    else:
-        conn.execute(
-            update(watermarks)
-            .where(watermarks.c.origin == h.origin, watermarks.c.epoch == h.epoch)
-            .values(seq=h.last_seq, last_hash=vb.header_hash, updated_ms=now_ms)
-        )
-    return result(BatchStatus.APPLIED)
+    this one transaction, or nothing (`PushApply` for one batch)."""
+    push = PushApply(conn, now_ms, keep_for_relay)
+    result = push.add(vb, made)
+    push.finish()
+    return result
 
 
 def apply_push_txn(
@@ -492,7 +584,9 @@ def apply_push_txn(
     """Apply the verified batches of one push in order, in one transaction (one commit, one
     fsync), and read the watermarks to answer with. Each batch is judged against the watermark
     its predecessors left; a refused batch applies nothing and does not stop the others."""
-    results = [apply_batch_txn(conn, vb, now_ms, keep_for_relay) for vb in verified]
+    push = PushApply(conn, now_ms, keep_for_relay)
+    results = [push.add(vb) for vb in verified]
+    push.finish()
     return results, watermarks_for_txn(conn, subtree)
 
 
