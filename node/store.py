@@ -34,7 +34,7 @@ from node.schema import (
     records,
     watermarks,
 )
-from sync.wire import ZERO_HASH, Change, pack_record
+from sync.wire import ZERO_HASH, Change, pack_record, record_encoder, sorted_payload
 
 # Until standards releases arrive (a later issue) records are validated by the built-in schemas.
 BUILTIN_STANDARDS = "builtin-1"
@@ -116,6 +116,42 @@ def _sqlite_upsert() -> str:
     )
     assert compiled.positiontup is not None and tuple(compiled.positiontup) == RECORD_COLUMNS
     return str(compiled)
+
+
+def record_rows(
+    origin: str, epoch: str, changes: Sequence[Change], now_ms: int
+) -> list[tuple[Any, ...]]:
+    """`record_row` of every change, in one loop: the same tuples, without five Python calls per
+    record (the payload is put in canonical order once and serves both the JSON text and the
+    packed bytes that are hashed). A received batch's rows are made here, on the verifying
+    process's hot path."""
+    encode = record_encoder().encode
+    sha256 = hashlib.sha256
+    dumps = orjson.dumps
+    rows = []
+    for c in changes:
+        payload = sorted_payload(c.payload)
+        try:
+            text = dumps(payload).decode()  # keys already in order: the canonical text
+        except orjson.JSONEncodeError:
+            text = _JSON.encode(payload)
+        packed = encode([c.record_type, origin, c.key, c.version, c.deleted, payload])
+        rows.append(
+            (
+                c.record_type,
+                origin,
+                c.key,
+                c.version,
+                c.deleted,
+                text,
+                c.standards,
+                sha256(packed).hexdigest(),
+                epoch,
+                c.seq,
+                now_ms,
+            )
+        )
+    return rows
 
 
 def record_row(origin: str, epoch: str, c: Change, now_ms: int) -> tuple[Any, ...]:

@@ -28,7 +28,7 @@ from node.schema import (
     node_meta,
     watermarks,
 )
-from node.store import insert_for, read_meta_txn, record_row
+from node.store import insert_for, read_meta_txn, record_rows
 from security.keys import NodeKey
 from security.signing import sign
 from sync.epochs import epoch_standing, upsert_for_epoch
@@ -422,12 +422,8 @@ def batch_rows(vb: VerifiedBatch, now_ms: int) -> BatchRows:
     h = vb.header
     probes = [c for c in vb.changes if is_probe(c.record_type)]
     origin, epoch = h.origin, h.epoch
-    rows = [
-        record_row(origin, epoch, c, now_ms)
-        for c in vb.changes
-        if not (probes and is_probe(c.record_type))
-    ]
-    return BatchRows(rows, probes)
+    changes = [c for c in vb.changes if not is_probe(c.record_type)] if probes else vb.changes
+    return BatchRows(record_rows(origin, epoch, changes, now_ms), probes)
 
 
 class PushApply:

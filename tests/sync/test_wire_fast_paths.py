@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.store import payload_json
+from node.store import payload_json, record_row, record_rows
 from sync.wire import (
     _BODY,
     BatchHeader,
@@ -53,6 +53,22 @@ def test_payload_json_equals_the_standard_encoder(payload: dict[str, str]) -> No
     assert payload_json(payload) == json.dumps(
         payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
     )
+
+
+@given(
+    st.lists(
+        st.tuples(text, text, st.integers(1, 2**40), st.booleans(), payloads, text), max_size=6
+    ),
+    text,
+)
+def test_record_rows_equal_record_row_one_by_one(items: list, origin: str) -> None:  # type: ignore[type-arg]
+    # Payloads in any key order (hypothesis builds dicts in any order), any text.
+    changes = [
+        Change(i + 1, rtype, key, version, deleted, payload, standards)
+        for i, (rtype, key, version, deleted, payload, standards) in enumerate(items)
+    ]
+    changes.append(Change(len(items) + 1, "t", "k", 1, False, {"b": "乙", "a": "\n"}, "s"))
+    assert record_rows(origin, "e", changes, 7) == [record_row(origin, "e", c, 7) for c in changes]
 
 
 def test_payload_json_falls_back_for_what_orjson_refuses() -> None:
