@@ -86,7 +86,9 @@ def plan(sizes: Sizes, pg_url: str | None) -> dict[str, Callable[[], list[Figure
         ),
         "two_hops": lambda: suite.two_hops(sizes.two_hops, sizes.timeout_s),
         "catch_up": lambda: suite.catch_up(sizes.catch_up, sizes.timeout_s),
-        "pg_vs_logical": lambda: suite.pg_vs_logical(sizes.logical, sizes.timeout_s),
+        "pg_vs_logical": lambda: suite.pg_vs_logical(
+            sizes.logical, sizes.timeout_s, sizes.logical_runs
+        ),
     }
 
 

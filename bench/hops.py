@@ -96,14 +96,19 @@ def lay_out_tree(
     return tree
 
 
-async def prepare_tree(tree: Tree, n: int, seed: int = 1) -> dict[str, Any]:
-    """Initialise every database; fill the city's change log with n generated records."""
-    for level in ("ministry", "province"):
+async def init_databases(tree: Tree, levels: list[str]) -> None:
+    """Create (migrate) the databases of `levels`, empty."""
+    for level in levels:
         node = Node.open(load_config(tree.configs[level]))
         try:
             await node.init_database()
         finally:
             await node.stop()
+
+
+async def prepare_tree(tree: Tree, n: int, seed: int = 1) -> dict[str, Any]:
+    """Initialise every database; fill the city's change log with n generated records."""
+    await init_databases(tree, ["ministry", "province"])
     city = Node.open(load_config(tree.configs["city"]))
     try:
         await city.init_database()
