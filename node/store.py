@@ -121,10 +121,10 @@ def _sqlite_upsert() -> str:
 def record_rows(
     origin: str, epoch: str, changes: Sequence[Change], now_ms: int
 ) -> list[tuple[Any, ...]]:
-    """`record_row` of every change, in one loop: the same tuples, without five Python calls per
-    record (the payload is put in canonical order once and serves both the JSON text and the
-    packed bytes that are hashed). A received batch's rows are made here, on the verifying
-    process's hot path."""
+    """Each change as a `records` row, a tuple in RECORD_COLUMNS order: its payload's canonical
+    text (`payload_json`) and its content hash (`record_hash`), made in one loop in which the
+    payload is put in canonical order once for both. A received batch's rows are made here, on
+    the verifying process's hot path (`sync.store.batch_rows`)."""
     encode = record_encoder().encode
     sha256 = hashlib.sha256
     dumps = orjson.dumps
@@ -152,24 +152,6 @@ def record_rows(
             )
         )
     return rows
-
-
-def record_row(origin: str, epoch: str, c: Change, now_ms: int) -> tuple[Any, ...]:
-    """One change as a `records` row, a tuple in RECORD_COLUMNS order (`sync.store.batch_rows`
-    makes one per received record)."""
-    return (
-        c.record_type,
-        origin,
-        c.key,
-        c.version,
-        c.deleted,
-        payload_json(c.payload),
-        c.standards,
-        record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
-        epoch,
-        c.seq,
-        now_ms,
-    )
 
 
 def upsert_record_tuples(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:

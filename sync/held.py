@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, update
 
 from node.schema import held_changes, records
-from node.store import insert_for, payload_json, record_hash, record_row
+from node.store import insert_for, payload_json, record_hash, record_rows
 from node.validation import RecordValidator
 from sync.epochs import upsert_for_epoch
 from sync.errors import BatchRejected
@@ -213,7 +213,7 @@ def release_txn(
             check_change(change, rules)
         except BatchRejected as exc:
             raise HeldError("still_invalid", exc.message, 409) from None
-    rows = [record_row(row.origin, row.epoch, change, now_ms)]
+    rows = record_rows(row.origin, row.epoch, [change], now_ms)
     upsert_for_epoch(conn, row.origin, row.epoch, rows)  # version-guarded, epoch rule
     _decide(conn, held_id, RELEASED, operator, reason, now_ms)
     current = conn.execute(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.store import payload_json, record_row, record_rows
+from node.store import payload_json, record_hash, record_rows
 from sync.wire import (
     _BODY,
     BatchHeader,
@@ -61,14 +61,29 @@ def test_payload_json_equals_the_standard_encoder(payload: dict[str, str]) -> No
     ),
     text,
 )
-def test_record_rows_equal_record_row_one_by_one(items: list, origin: str) -> None:  # type: ignore[type-arg]
+def test_record_rows_hold_the_canonical_text_and_hash(items: list, origin: str) -> None:  # type: ignore[type-arg]
     # Payloads in any key order (hypothesis builds dicts in any order), any text.
     changes = [
         Change(i + 1, rtype, key, version, deleted, payload, standards)
         for i, (rtype, key, version, deleted, payload, standards) in enumerate(items)
     ]
     changes.append(Change(len(items) + 1, "t", "k", 1, False, {"b": "乙", "a": "\n"}, "s"))
-    assert record_rows(origin, "e", changes, 7) == [record_row(origin, "e", c, 7) for c in changes]
+    assert record_rows(origin, "e", changes, 7) == [
+        (
+            c.record_type,
+            origin,
+            c.key,
+            c.version,
+            c.deleted,
+            payload_json(c.payload),
+            c.standards,
+            record_hash(c.record_type, origin, c.key, c.version, c.deleted, c.payload),
+            "e",
+            c.seq,
+            7,
+        )
+        for c in changes
+    ]
 
 
 def test_payload_json_falls_back_for_what_orjson_refuses() -> None:
