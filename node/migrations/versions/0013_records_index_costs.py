@@ -33,25 +33,23 @@ depends_on = None
 IDENTIFIERS = (("record_type", 64), ("owner", 64), ("key", 512), ("epoch", 64))
 
 
-def upgrade() -> None:
-    op.drop_index("ix_records_owner", table_name="records")
+def _collate(collation: str) -> None:
+    """PostgreSQL: give the identifier columns `collation` (rebuilds the indexes of records)."""
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "ALTER TABLE records "
             + ", ".join(
-                f'ALTER COLUMN "{name}" TYPE VARCHAR({length}) COLLATE "C"'
+                f'ALTER COLUMN "{name}" TYPE VARCHAR({length}) COLLATE "{collation}"'
                 for name, length in IDENTIFIERS
             )
         )
+
+
+def upgrade() -> None:
+    op.drop_index("ix_records_owner", table_name="records")
+    _collate("C")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            "ALTER TABLE records "
-            + ", ".join(
-                f'ALTER COLUMN "{name}" TYPE VARCHAR({length}) COLLATE "default"'
-                for name, length in IDENTIFIERS
-            )
-        )
+    _collate("default")
     op.create_index("ix_records_owner", "records", ["owner", "record_type"])
